@@ -1,0 +1,1 @@
+"""Lightning callbacks for cross-cutting behaviour (metrics, sample grids, config in checkpoints)."""

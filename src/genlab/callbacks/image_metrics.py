@@ -1,0 +1,179 @@
+"""FID and KID of a model's samples against the validation images, at validation end.
+
+The model only needs ``sample(num, generator=None) -> images in [-1, 1]``. Real-image statistics
+are computed once per (dataset, split, resolution, extractor) and cached on disk; later
+evaluations embed generated images only. Under DDP every rank embeds its share of the samples and
+torchmetrics reduces the states, so each sample counts once.
+"""
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from genlab.metrics.inception import InceptionFeatures, find_inception_weights, to_uint8
+
+
+class ImageMetrics(pl.Callback):
+    """Logs ``val/fid`` (and ``val/kid_mean``, ``val/kid_std``) every ``every_n_epochs`` validations.
+
+    ``fid``: ``weights_path`` (else ``$GENLAB_FID_WEIGHTS``, else torch hub's cache) and ``download``.
+    ``kid``: ``enabled`` and ``subset_size`` (capped by the sample counts).
+    """
+
+    def __init__(
+        self,
+        fid: dict | None = None,
+        kid: dict | None = None,
+        num_samples: int = 10_000,
+        max_real: int = 10_000,
+        batch_size: int = 64,
+        cache_dir: str | None = None,
+        every_n_epochs: int = 1,
+        seed: int = 1234,
+    ):
+        if num_samples < 2 or max_real < 2:
+            raise ValueError("metrics.num_samples and metrics.max_real must be >= 2 for FID")
+        fid, kid = dict(fid or {}), dict(kid or {})
+        self.weights_path = find_inception_weights(
+            fid.get("weights_path"), download=fid.get("download", True)
+        )
+        self.num_samples, self.max_real, self.batch_size = num_samples, max_real, batch_size
+        self.use_kid = kid.get("enabled", True)
+        self.kid_subset_size = kid.get("subset_size", 1000)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.every_n_epochs, self.seed = every_n_epochs, seed
+        self.fid: FrechetInceptionDistance | None = None
+        self.kid: KernelInceptionDistance | None = None
+        self._real_cached = False
+        self._real_seen = 0
+        self._num_real = 0
+
+    @property
+    def available(self) -> bool:
+        return self.weights_path is not None
+
+    # ---- lifecycle ----
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.fid is None:
+            features = InceptionFeatures(self.weights_path)
+            self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+            if self.use_kid:
+                self.kid = KernelInceptionDistance(
+                    feature=features, subset_size=self.kid_subset_size, reset_real_features=False
+                )
+        for metric in self._metrics():
+            metric.to(pl_module.device)
+
+    def _metrics(self) -> list:
+        return [m for m in (self.fid, self.kid) if m is not None]
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or trainer.state.fn != "fit")
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not self._active(trainer):
+            return
+        if not self._real_cached and self._load_cache(trainer):
+            self._real_cached = True
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not self._active(trainer) or self._real_cached:
+            return
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        share = self.max_real // trainer.world_size + (
+            trainer.global_rank < self.max_real % trainer.world_size
+        )
+        real = real[: max(share - self._real_seen, 0)]
+        if len(real):
+            self._update(to_uint8(real), real=True)
+            self._real_seen += len(real)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self._active(trainer):
+            return
+        if not self._real_cached:
+            self._save_cache(trainer)
+            self._real_cached = True
+        world, rank = trainer.world_size, trainer.global_rank
+        share = self.num_samples // world + (rank < self.num_samples % world)
+        generator = torch.Generator().manual_seed(self.seed + 7919 * rank + trainer.current_epoch)
+        for start in range(0, share, self.batch_size):
+            fake = pl_module.sample(min(self.batch_size, share - start), generator=generator)
+            self._update(to_uint8(fake), real=False)
+        pl_module.log("val/fid", self.fid.compute().float(), sync_dist=False, rank_zero_only=False)
+        if self.kid is not None:
+            self.kid.subset_size = min(self.kid_subset_size, self._num_real, self.num_samples)
+            kid_mean, kid_std = self.kid.compute()
+            pl_module.log_dict({"val/kid_mean": kid_mean.float(), "val/kid_std": kid_std.float()})
+        for metric in self._metrics():
+            metric.reset()  # keeps the real statistics (reset_real_features=False)
+            metric.inception.forget()
+
+    def _update(self, images: torch.Tensor, real: bool) -> None:
+        for metric in self._metrics():
+            metric.update(images, real=real)
+
+    # ---- real-statistics cache ----
+    def _cache_file(self, trainer: pl.Trainer) -> Path | None:
+        dm = trainer.datamodule
+        if self.cache_dir is None or dm is None or not hasattr(dm, "dataset_id"):
+            return None
+        digest = hashlib.sha256(self.weights_path.read_bytes()[: 1 << 20]).hexdigest()[:8]
+        return self.cache_dir / f"{dm.dataset_id}-real{self.max_real}-inception2048-{digest}.pt"
+
+    def _save_cache(self, trainer: pl.Trainer) -> None:
+        path = self._cache_file(trainer)
+        with self.fid.sync_context(should_unsync=True):
+            stats = {
+                "sum": self.fid.real_features_sum.clone(),
+                "cov_sum": self.fid.real_features_cov_sum.clone(),
+                "n": self.fid.real_features_num_samples.clone(),
+            }
+        self._num_real = int(stats["n"])
+        if self.kid is not None:
+            with self.kid.sync_context(should_unsync=True):
+                stats["features"] = torch.cat(list(self.kid.real_features)).clone()
+        if path is not None and trainer.is_global_zero:
+            _atomic_save({k: v.cpu() for k, v in stats.items()}, path)
+
+    def _load_cache(self, trainer: pl.Trainer) -> bool:
+        path = self._cache_file(trainer)
+        if path is None or not path.is_file():
+            return False
+        stats = torch.load(path, map_location="cpu", weights_only=True)
+        if self.kid is not None and "features" not in stats:
+            return False
+        self._num_real = int(stats["n"])
+        device, rank, world = self.fid.device, trainer.global_rank, trainer.world_size
+        # Summed states live on rank 0 only (the DDP reduction sums them); KID's features are split.
+        self.fid.real_features_sum = stats["sum"].to(device) * (rank == 0)
+        self.fid.real_features_cov_sum = stats["cov_sum"].to(device) * (rank == 0)
+        self.fid.real_features_num_samples = stats["n"].to(device) * (rank == 0)
+        if self.kid is not None:
+            self.kid.real_features = [stats["features"][rank::world].to(device)]
+        return True
+
+
+@rank_zero_only
+def _atomic_save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def warn_no_weights() -> None:
+    warnings.warn(
+        "No FID Inception weights found (metrics.fid.weights_path, $GENLAB_FID_WEIGHTS, torch hub cache): "
+        "training without FID/KID.",
+        stacklevel=2,
+    )

@@ -1,0 +1,42 @@
+"""Fixed-noise sample grids at each validation: a PNG in the run dir and an image in every logger."""
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(pl.Callback):
+    """Saves ``<dirpath>/epoch_XXX.png`` of ``num_samples`` images from ``pl_module.sample``.
+
+    The noise is drawn from a generator re-seeded with ``seed`` every time, so successive grids
+    show the same latents and the progress of training is visible.
+    """
+
+    def __init__(
+        self, dirpath: str, num_samples: int = 64, nrow: int = 8, seed: int = 0, every_n_epochs: int = 1
+    ):
+        self.dirpath = Path(dirpath)
+        self.num_samples, self.nrow, self.seed, self.every_n_epochs = num_samples, nrow, seed, every_n_epochs
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        images = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
+        log_image(trainer, "val/samples", grid, trainer.global_step)
+
+
+def log_image(trainer: pl.Trainer, key: str, grid: torch.Tensor, step: int) -> None:
+    """Sends a (3, H, W) [0, 1] image to every logger that takes images."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid])

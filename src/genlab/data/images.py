@@ -1,0 +1,322 @@
+"""Image LightningDataModules. Every one yields float images in [-1, 1] of shape (C, R, R).
+
+In-memory datasets (digits, MNIST, Fashion-MNIST, CIFAR-10) are decoded and resized once at
+``setup`` and kept as uint8 tensors; folder datasets (CelebA, any image folder) decode lazily.
+"""
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is missing or not in the expected layout; the message says where and what."""
+
+
+class UInt8Images(Dataset):
+    """uint8 (N, C, R, R) tensor -> float images in [-1, 1]."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i].float().div_(127.5).sub_(1.0)
+
+
+class ImageFiles(Dataset):
+    """Image files decoded on access, converted to ``channels``, center-cropped and resized."""
+
+    def __init__(self, files: list[Path], channels: int, resolution: int, crop: int | None = None):
+        self.files = files
+        self.mode = "L" if channels == 1 else "RGB"
+        self.transform = transforms.Compose(
+            [
+                transforms.CenterCrop(crop) if crop else transforms.Lambda(_center_square),
+                transforms.Resize(resolution, antialias=True),
+                transforms.ToTensor(),
+                transforms.Normalize([0.5] * channels, [0.5] * channels),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as img:
+            return self.transform(img.convert(self.mode))
+
+
+def _center_square(img: Image.Image) -> Image.Image:
+    return transforms.functional.center_crop(img, min(img.size))
+
+
+def resize_uint8(images: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, channels, resolution, resolution) uint8, resized once (bilinear)."""
+    if images.shape[1] != channels:
+        if images.shape[1] == 1:
+            images = images.expand(-1, channels, -1, -1)
+        else:  # RGB -> grey with ITU-R 601 luma weights
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images.contiguous()
+    out = []
+    for chunk in images.split(4096):
+        x = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True)
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Shared loader logic; subclasses implement :meth:`load_splits`."""
+
+    name = "images"
+    default_workers = 0  # in-memory tensors: worker processes only add overhead
+
+    def __init__(
+        self,
+        root: str | None = None,
+        resolution: int = 32,
+        channels: int = 3,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        download: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.root = Path(root).expanduser() if root else None
+        self.resolution, self.channels = resolution, channels
+        self.batch_size, self.download = batch_size, download
+        self.val_fraction, self.seed = val_fraction, seed
+        self.num_workers = self.default_workers if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def dataset_id(self) -> str:
+        """Identifies the validation images, e.g. for caching their Inception statistics."""
+        return f"{self.name}-val{len(self.val_set)}-{self.channels}x{self.resolution}px"
+
+    def load_splits(self) -> tuple[Dataset, Dataset]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = self.load_splits()
+
+    def _require_root(self, layout: str) -> Path:
+        if self.root is None:
+            raise DatasetNotFoundError(
+                f"data.root is not set for data={self.name}. Expected layout: {layout}. "
+                f"Point data.root at the folder holding it (e.g. data.root=/path/to/data)."
+            )
+        return self.root
+
+    def _split(self, dataset: Dataset) -> tuple[Dataset, Dataset]:
+        n_val = max(1, int(len(dataset) * self.val_fraction))
+        g = torch.Generator().manual_seed(self.seed)
+        train, val = torch.utils.data.random_split(dataset, [len(dataset) - n_val, n_val], generator=g)
+        return train, val
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download), upsampled."""
+
+    name = "digits"
+
+    def load_splits(self):
+        from sklearn.datasets import load_digits
+
+        images = torch.from_numpy(load_digits().images).float().mul(255 / 16).round().to(torch.uint8)
+        images = resize_uint8(images[:, None], self.channels, self.resolution)
+        return self._split(UInt8Images(images))
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST from torchvision's layout ``<root>/MNIST/raw/*-ubyte[.gz]``; val = the 10k test set."""
+
+    name = "mnist"
+    folder = "MNIST"
+
+    def load_splits(self):
+        raw = (
+            self._require_root(f"<root>/{self.folder}/raw/train-images-idx3-ubyte[.gz]") / self.folder / "raw"
+        )
+        if not _idx_file(raw, "train-images-idx3-ubyte") and self.download:
+            import torchvision
+
+            getattr(torchvision.datasets, self.folder)(str(self.root), download=True)
+        splits = []
+        for prefix in ("train", "t10k"):
+            path = _idx_file(raw, f"{prefix}-images-idx3-ubyte")
+            if path is None:
+                raise DatasetNotFoundError(
+                    f"{self.folder} not found: looked for {raw}/{prefix}-images-idx3-ubyte[.gz]. Expected "
+                    f"torchvision's layout <data.root>/{self.folder}/raw/ with the four idx files; set "
+                    f"data.root to the folder containing {self.folder}/, or data.download=true when online."
+                )
+            images = torch.from_numpy(_read_idx_images(path))[:, None]
+            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
+        return splits[0], splits[1]
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    name = "fashion_mnist"
+    folder = "FashionMNIST"
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx_images(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic, n, rows, cols = np.frombuffer(data[:16], dtype=">i4")
+    if magic != 2051 or len(data) != 16 + n * rows * cols:
+        raise DatasetNotFoundError(
+            f"{path} is not a valid idx3 image file (magic {magic}, {len(data)} bytes)."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 from torchvision's layout ``<root>/cifar-10-batches-py/``; val = the test batch."""
+
+    name = "cifar10"
+
+    def load_splits(self):
+        folder = self._require_root("<root>/cifar-10-batches-py/data_batch_1..5, test_batch")
+        folder = folder / "cifar-10-batches-py"
+        if not folder.is_dir() and self.download:
+            import torchvision
+
+            torchvision.datasets.CIFAR10(str(self.root), download=True)
+        names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+        splits = []
+        for files in names:
+            missing = [f for f in files if not (folder / f).is_file()]
+            if missing:
+                raise DatasetNotFoundError(
+                    f"CIFAR-10 not found: {folder} lacks {missing}. Expected torchvision's layout "
+                    "<data.root>/cifar-10-batches-py/ (python pickles); set data.root, or data.download=true."
+                )
+            arrays = [_read_cifar_batch(folder / f) for f in files]
+            images = torch.from_numpy(np.concatenate(arrays)).view(-1, 3, 32, 32)
+            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
+        return splits[0], splits[1]
+
+
+def _read_cifar_batch(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")  # the official CIFAR-10 python format
+    return np.asarray(batch["data"], dtype=np.uint8)
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any folder of images (searched recursively), split train/val by ``val_fraction``."""
+
+    name = "image_folder"
+    default_workers = min(4, os.cpu_count() or 1)
+
+    def __init__(self, *args, crop: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crop = crop
+
+    def load_splits(self):
+        folder = self._require_root("<root>/**/*.{jpg,png,...}")
+        files = list_images(folder, f"data={self.name} expects image files under {folder}")
+        return self._split(ImageFiles(files, self.channels, self.resolution, self.crop))
+
+
+def list_images(folder: Path, expectation: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"Dataset folder {folder} does not exist: {expectation}.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DatasetNotFoundError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}: {expectation}."
+        )
+    return files
+
+
+class CelebADataModule(ImageFolderDataModule):
+    """CelebA aligned faces, center-cropped (178 px) and resized.
+
+    Accepts torchvision's layout ``<root>/celeba/img_align_celeba/`` (official splits from
+    ``list_eval_partition.txt`` when present) or a plain ``<root>/img_align_celeba/`` folder.
+    """
+
+    name = "celeba"
+
+    def __init__(self, *args, crop: int | None = 178, **kwargs):
+        super().__init__(*args, crop=crop, **kwargs)
+
+    def load_splits(self):
+        root = self._require_root("<root>/celeba/img_align_celeba/*.jpg or <root>/img_align_celeba/*.jpg")
+        candidates = [root / "celeba" / "img_align_celeba", root / "img_align_celeba"]
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if folder is None:
+            raise DatasetNotFoundError(
+                f"CelebA not found: looked for {candidates[0]} and {candidates[1]}. Expected the aligned "
+                "JPEGs (000001.jpg, ...) in img_align_celeba/, optionally with list_eval_partition.txt "
+                "beside it; set data.root to the folder that holds them."
+            )
+        files = list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
+        partition = folder.parent / "list_eval_partition.txt"
+        if not partition.is_file():
+            return self._split(ImageFiles(files, self.channels, self.resolution, self.crop))
+        split_of = dict(line.split() for line in partition.read_text().splitlines() if line.strip())
+        train = [f for f in files if split_of.get(f.name) == "0"]
+        val = [f for f in files if split_of.get(f.name) == "1"]
+        if not train or not val:
+            raise DatasetNotFoundError(
+                f"{partition} assigns no images of {folder} to the train (0) or val (1) split."
+            )
+        make = lambda fs: ImageFiles(fs, self.channels, self.resolution, self.crop)  # noqa: E731
+        return make(train), make(val)

@@ -1,0 +1,1 @@
+"""Metric building blocks (torchmetrics underneath)."""

@@ -1,0 +1,1 @@
+"""LightningModules: how each model family is trained and sampled."""

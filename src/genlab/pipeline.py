@@ -1,0 +1,150 @@
+"""What ``src/train.py`` and ``src/eval.py`` run, given a composed config."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from genlab.callbacks.image_metrics import ImageMetrics
+from genlab.callbacks.run_config import CONFIG_KEY, StoreConfig
+from genlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+INCEPTION_METRICS = ("val/fid", "val/kid_mean", "val/kid_std")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and the fix."""
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    image_metrics = build_image_metrics(cfg)
+    callbacks += [image_metrics] if image_metrics else []
+    callbacks.append(StoreConfig(config))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    )
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+        metrics = scalar_metrics(trainer.callback_metrics)
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule)
+            metrics.update(scalar_metrics(trainer.callback_metrics))
+    finally:
+        finish_wandb(loggers)
+    if trainer.is_global_zero:
+        write_json(metrics, output_dir / "metrics.json")
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuilds a run from the config stored in ``cfg.ckpt_path`` and computes its validation metrics."""
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise ConfigError(
+            f"{ckpt_path} holds no genlab config ('{CONFIG_KEY}'): was it written by src/train.py?"
+        )
+    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    if cfg.get("data_root"):
+        run_cfg.data.root = cfg.data_root
+    if cfg.get("num_samples"):
+        run_cfg.metrics.num_samples = cfg.num_samples
+    run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(run_cfg.data, _convert_="all")
+    model = instantiate(run_cfg.model, _convert_="all")
+    model.load_state_dict(checkpoint["state_dict"])
+    image_metrics = build_image_metrics(run_cfg, required=True)
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer),
+        logger=False,
+        callbacks=[image_metrics] if image_metrics else [],
+        default_root_dir=cfg.paths.output_dir,
+        enable_checkpointing=False,
+    )
+    trainer.validate(model, datamodule=datamodule)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))
+    if trainer.is_global_zero:
+        write_json({"ckpt_path": str(ckpt_path), **metrics}, Path(cfg.paths.output_dir) / "metrics.json")
+    return metrics
+
+
+def build_image_metrics(cfg: DictConfig, required: bool = False) -> ImageMetrics | None:
+    """The FID/KID callback, or None when disabled or (unless FID is needed) when no weights exist."""
+    monitored = {cfg.get("optimized_metric")} | {
+        node.get("monitor") for node in (cfg.get("callbacks") or {}).values() if node
+    }
+    needed = required or bool(monitored & set(INCEPTION_METRICS))
+    if cfg.get("metrics") is None:
+        if needed and not required:
+            raise ConfigError(
+                f"{sorted(monitored & set(INCEPTION_METRICS))} is monitored but metrics=null; "
+                "enable metrics or set optimized_metric=null."
+            )
+        return None
+    callback = instantiate(cfg.metrics, _convert_="all")
+    if callback.available:
+        return callback
+    message = (
+        "No FID Inception weights found: looked at metrics.fid.weights_path, $GENLAB_FID_WEIGHTS and torch hub's "
+        "cache (download failed or disabled). Give the weights with metrics.fid.weights_path=<file> "
+        "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth)"
+    )
+    if needed:
+        raise ConfigError(f"{message}, or train without FID: optimized_metric=null metrics=null.")
+    log.warning("%s. Training without FID/KID.", message)
+    return None
+
+
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    """A checkpoint file, or a run dir (-> its checkpoints/last.ckpt)."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}.")
+    return str(path)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) or v.numel() == 1}
+
+
+@rank_zero_only
+def write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run so the next job of a multirun starts a new one."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
