@@ -1,0 +1,77 @@
+"""Shared fixtures: real Hydra composition of conf/, real data from ../shared, run helpers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = Path(os.environ.get("GENLAB_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data"
+FID_WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
+
+os.environ["GENLAB_ROOT"] = str(ROOT)
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("GENLAB_FID_WEIGHTS", None)  # tests pass the weights explicitly
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not found: set GENLAB_SHARED to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    return _require(DATA / "MNIST").parent
+
+
+@pytest.fixture(scope="session")
+def fid_weights() -> Path:
+    return _require(FID_WEIGHTS)
+
+
+def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    """Compose conf/<config_name>.yaml as src/train.py would, writing into ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+def run_script(script: str, args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None):
+    """Run ``python src/<script> args`` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache"), **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{script} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+# Small, quick settings shared by the training tests (a few batches of digits, no FID).
+QUICK = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=4",
+    "+trainer.limit_val_batches=1",
+    "model.generator.width=16",
+    "model.discriminator.width=16",
+    "metrics=null",
+    "optimized_metric=null",
+    "callbacks.progress_bar=null",
+]

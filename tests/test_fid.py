@@ -1,0 +1,124 @@
+"""The framework's FID/KID agree with torch-fidelity on the same images; real statistics are cached."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch_fidelity
+from torch.utils.data import DataLoader, Dataset
+
+from genlab.callbacks.image_metrics import ImageMetrics
+from genlab.data.images import MNISTDataModule
+from genlab.metrics.inception import find_inception_weights, to_uint8
+
+N = 40
+
+
+class FixedSamples(pl.LightningModule):
+    """A 'generator' whose samples are a fixed image set, served in order."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.images, self.cursor = images, 0
+
+    def on_validation_epoch_start(self):
+        self.cursor = 0
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def sample(self, num, generator=None):
+        out = self.images[self.cursor : self.cursor + num]
+        self.cursor += num
+        return out.to(self.device)
+
+
+class RealImages(pl.LightningDataModule):
+    def __init__(self, images):
+        super().__init__()
+        self.images = images
+        self.dataset_id = "mnist-test-slice"
+
+    def val_dataloader(self):
+        return DataLoader(self.images, batch_size=16)
+
+
+class UInt8Set(Dataset):
+    def __init__(self, images):
+        self.images = to_uint8(images)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+@pytest.fixture(scope="module")
+def image_sets(mnist_root):
+    dm = MNISTDataModule(root=str(mnist_root), resolution=32, channels=1)
+    dm.setup()
+    val = torch.stack([dm.val_set[i] for i in range(2 * N)])
+    return val[:N], val[N:]
+
+
+def validate(real, fake, weights, cache_dir):
+    callback = ImageMetrics(
+        fid={"weights_path": str(weights)},
+        kid={"subset_size": N},
+        num_samples=N,
+        max_real=N,
+        cache_dir=str(cache_dir),
+    )
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False)
+    (metrics,) = trainer.validate(FixedSamples(fake), datamodule=RealImages(real), verbose=False)
+    return metrics, callback
+
+
+def test_fid_and_kid_match_torch_fidelity_and_cache_real_stats(image_sets, fid_weights, tmp_path):
+    real, fake = image_sets
+    ours, first = validate(real, fake, fid_weights, tmp_path)
+    assert first._real_seen == N
+    assert list(tmp_path.glob("mnist-test-slice-real40-*.pt")), "real statistics cached on disk"
+
+    reference = torch_fidelity.calculate_metrics(
+        input1=UInt8Set(fake),
+        input2=UInt8Set(real),
+        cuda=False,
+        fid=True,
+        kid=True,
+        kid_subsets=1,
+        kid_subset_size=N,
+        feature_extractor_weights_path=str(fid_weights),
+        cache=False,
+        verbose=False,
+    )
+    fid_ref = reference["frechet_inception_distance"]
+    assert fid_ref > 10.0, "two different image sets"
+    assert abs(ours["val/fid"] - fid_ref) / fid_ref < 1e-3
+    kid_ref = reference["kernel_inception_distance_mean"]
+    assert abs(ours["val/kid_mean"] - kid_ref) <= 1e-3 * abs(kid_ref) + 1e-6
+
+    again, second = validate(real, fake, fid_weights, tmp_path)
+    assert second._real_seen == 0, "second evaluation embeds generated images only"
+    assert again["val/fid"] == pytest.approx(ours["val/fid"], rel=1e-6)
+
+
+def test_fid_of_identical_sets_is_near_zero(image_sets, fid_weights, tmp_path):
+    real, _ = image_sets
+    metrics, _ = validate(real, real, fid_weights, tmp_path)
+    assert abs(metrics["val/fid"]) < 1e-2
+
+
+def test_uint8_conversion_rounds():
+    x = torch.tensor([-1.0, 1.0, 0.0, 2 * 100.6 / 255 - 1]).view(1, 1, 2, 2)
+    assert to_uint8(x).view(-1, 4)[0].tolist() == [0, 255, 128, 101]
+
+
+def test_weights_lookup(tmp_path, monkeypatch, fid_weights):
+    monkeypatch.setenv("GENLAB_FID_WEIGHTS", str(fid_weights))
+    assert find_inception_weights(None, download=False) == fid_weights
+    with pytest.raises(FileNotFoundError, match="metrics.fid.weights_path points to"):
+        find_inception_weights(str(tmp_path / "missing.pth"), download=False)
+    monkeypatch.delenv("GENLAB_FID_WEIGHTS")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert find_inception_weights(None, download=False) is None
