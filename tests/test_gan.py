@@ -51,15 +51,20 @@ def test_wgan_gp_with_batchnorm_discriminator_is_rejected():
         )
 
 
-def test_ema_tracks_generator():
+def test_ema_tracks_generator_with_warmup():
     g = Generator(latent_dim=4, channels=1, resolution=8, width=4)
     model = GAN(g, Discriminator(channels=1, resolution=8, width=4), ema_decay=0.5)
     before = [p.clone() for p in model.g_ema.module.parameters()]
-    for _ in range(2):  # torch's AveragedModel copies on its first update, then averages
+    expected = 0.0
+    for step in range(1, 30):
         with torch.no_grad():
             for p in g.parameters():
                 p.add_(1.0)
         model.g_ema.update(g)
+        n = step - 1  # updates before this one; the first update copies
+        decay = 0.0 if n == 0 else min(0.5, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * step
     after = list(model.g_ema.module.parameters())
-    assert all(torch.allclose(a, b + 1.5) for a, b in zip(after, before))
+    assert all(torch.allclose(a, b + expected, atol=1e-5) for a, b in zip(after, before))
+    assert 28 < expected < 29, "after warm-up the EMA lags the weights by decay / (1 - decay) steps"
     assert not any(p.requires_grad for p in model.g_ema.parameters())

@@ -74,8 +74,11 @@ class ImageMetrics(pl.Callback):
         return [m for m in (self.fid, self.kid) if m is not None]
 
     def _active(self, trainer: pl.Trainer) -> bool:
+        """Every ``every_n_epochs`` epochs, at the last epoch, and always outside ``fit``."""
+        if trainer.sanity_checking:
+            return False
         epoch = trainer.current_epoch + 1
-        return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or trainer.state.fn != "fit")
+        return trainer.state.fn != "fit" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not self._active(trainer):

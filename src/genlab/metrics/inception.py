@@ -42,6 +42,7 @@ def find_inception_weights(path: str | None = None, download: bool = True) -> Pa
         return cached
     if download:
         try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(WEIGHTS_URL, str(cached), progress=False)
             return cached
         except Exception as err:  # offline, proxy, ...

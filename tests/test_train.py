@@ -1,0 +1,201 @@
+"""Real training runs: a Lightning Trainer, Hydra-composed configs, files on disk."""
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from genlab.pipeline import ConfigError, train
+from tests.conftest import QUICK, compose_train, run_script
+from tests.wandb_reader import read_run
+
+pytestmark = pytest.mark.slow
+
+
+def read_csv(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, key) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, fid_weights):
+    """`python src/train.py` with every default, as in the README (weights given by environment)."""
+    run_dir = tmp_path_factory.mktemp("default_run")
+    start = time.perf_counter()
+    run_script(
+        "train.py", [f"hydra.run.dir={run_dir}"], run_dir, env={"GENLAB_FID_WEIGHTS": str(fid_weights)}
+    )
+    return run_dir, time.perf_counter() - start
+
+
+def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
+    run_dir, seconds = default_run
+    assert seconds < 300, f"default run took {seconds:.0f} s"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best_epoch_*.ckpt")), "best checkpoint on val/fid"
+    grids = sorted((run_dir / "samples").glob("epoch_*.png"))
+    assert len(grids) == 20 and grids[-1].stat().st_size > 1000
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"train/d_loss", "train/g_loss", "train/d_x", "train/d_g_z", "val/fid", "val/kid_mean"} <= set(
+        metrics
+    )
+    fids = column(read_csv(run_dir), "val/fid")
+    assert len(fids) == 2 and fids[-1] < fids[0], fids  # epochs 10 and 20
+    last = ckpt(run_dir / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 20 and last["genlab_config"]["model"]["_target_"] == "genlab.models.gan.GAN"
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_eval_recomputes_metrics_from_checkpoint(default_run, fid_weights, tmp_path):
+    run_dir, _ = default_run
+    best = next((run_dir / "checkpoints").glob("best_epoch_*.ckpt"))
+    run_script(
+        "eval.py",
+        [f"ckpt_path={best}", f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu"],
+        run_dir,  # same cache dir: real statistics are reused
+        env={"GENLAB_FID_WEIGHTS": str(fid_weights)},
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ckpt_path"] == str(best)
+    assert 0 < metrics["val/fid"] < 2 * max(column(read_csv(run_dir), "val/fid"))
+    assert metrics["val/fid"] <= trained["val/fid"] * 1.5
+
+
+def test_gan_fid_improves_on_mnist(mnist_root, fid_weights, tmp_path):
+    cfg = compose_train(
+        [
+            "data=mnist",
+            f"data.root={mnist_root}",
+            "data.batch_size=64",
+            "trainer=cpu",
+            "trainer.max_epochs=3",
+            "+trainer.limit_train_batches=300",
+            "+trainer.limit_val_batches=2",
+            "model.generator.width=32",
+            "model.discriminator.width=32",
+            f"metrics.fid.weights_path={fid_weights}",
+            "metrics.num_samples=100",
+            "metrics.max_real=100",
+            "metrics.every_n_epochs=1",
+            "callbacks.progress_bar=null",
+        ],
+        tmp_path,
+    )
+    train(cfg)
+    fids = column(read_csv(tmp_path), "val/fid")
+    assert len(fids) == 3
+    assert fids[-1] < 0.8 * fids[0], f"FID per validation: {fids}"
+
+
+def test_bf16_mixed_precision(tmp_path):
+    cfg = compose_train([*QUICK, "trainer.precision=bf16-mixed"], tmp_path)
+    metrics = train(cfg)
+    assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("train/d_loss", "train/g_loss"))
+    assert ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 16  # 2 epochs x 4 batches x (D + G)
+
+
+def test_n_critic_and_wgan_gp(tmp_path):
+    cfg = compose_train(
+        [
+            *QUICK,
+            "model.loss=wgan_gp",
+            "model.n_critic=2",
+            "model.discriminator.norm=none",
+            "model.grad_clip=1.0",
+        ],
+        tmp_path,
+    )
+    metrics = train(cfg)
+    assert "train/gp" in metrics
+    assert ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12  # 8 D steps + 4 G steps
+
+
+def test_ddp_cpu_two_processes(tmp_path, fid_weights):
+    args = [a for a in QUICK if not a.startswith(("trainer=", "metrics=", "optimized_metric="))]
+    run_script(
+        "train.py",
+        [
+            "trainer=ddp_cpu",
+            *args,
+            f"metrics.fid.weights_path={fid_weights}",
+            "metrics.num_samples=10",
+            "metrics.max_real=10",
+            "metrics.every_n_epochs=1",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val/fid"] > 0
+    last = ckpt(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 16  # each rank: 2 epochs x 4 batches x 2 optimizer steps
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_wandb_offline_run_holds_metrics_and_images(tmp_path):
+    cfg = compose_train([*QUICK, "logger=wandb", "trainer.log_every_n_steps=1"], tmp_path)
+    train(cfg)
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run["config"]["model"]["_target_"] == "genlab.models.gan.GAN", "resolved config logged"
+    assert run["config"]["data"]["resolution"] == 32
+    logged = {key for row in run["history"] for key in row}
+    assert {"train/d_loss", "train/g_loss", "train/d_x", "train/d_g_z", "val/d_x"} <= logged
+    grids = [row["val/samples/filenames"][0] for row in run["history"] if "val/samples/filenames" in row]
+    assert len(grids) == 2, "one sample grid per validation epoch"
+    for name in grids:
+        with Image.open(run_dir / "files" / name) as image:
+            assert image.size == (274, 274), "8x8 grid of 32 px samples with 2 px padding"
+
+
+def test_resume_continues_from_saved_step(tmp_path):
+    first = tmp_path / "first"
+    train(compose_train(QUICK, first))
+    saved = ckpt(first / "checkpoints" / "last.ckpt")
+    assert (saved["epoch"], saved["global_step"]) == (2, 16)  # epochs completed
+
+    second = tmp_path / "second"
+    train(
+        compose_train(
+            [*QUICK, "trainer.max_epochs=3", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"], second
+        )
+    )
+    resumed = ckpt(second / "checkpoints" / "last.ckpt")
+    assert (resumed["epoch"], resumed["global_step"]) == (3, 24)
+    epochs = {r["epoch"] for r in read_csv(second) if r["epoch"]}
+    assert epochs == {"2"}, "only the new epoch was trained"
+
+
+def test_multirun_two_jobs(tmp_path):
+    run_script("train.py", ["-m", "seed=1,2", *QUICK, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    for job in ("0", "1"):
+        assert (tmp_path / job / "metrics.json").is_file()
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+    seeds = [ckpt(tmp_path / j / "checkpoints" / "last.ckpt")["genlab_config"]["seed"] for j in "01"]
+    assert seeds == [1, 2]
+
+
+def test_missing_fid_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    base = [a for a in QUICK if not a.startswith(("metrics=", "optimized_metric="))] + [
+        "metrics.fid.download=false"
+    ]
+    with pytest.raises(ConfigError, match="No FID Inception weights found.*optimized_metric=null"):
+        train(compose_train(base, tmp_path / "monitored"))
+    assert not (tmp_path / "monitored" / "checkpoints").exists(), "failed at start-up, before training"
+
+    metrics = train(compose_train([*base, "optimized_metric=null"], tmp_path / "unmonitored"))
+    assert "val/fid" not in metrics and "train/g_loss" in metrics
