@@ -199,3 +199,16 @@ def test_missing_fid_weights(tmp_path, monkeypatch):
 
     metrics = train(compose_train([*base, "optimized_metric=null"], tmp_path / "unmonitored"))
     assert "val/fid" not in metrics and "train/g_loss" in metrics
+
+
+@pytest.mark.parametrize("option", ["fast_dev_run", "overfit", "profiler"])
+def test_debug_configs_run(option, tmp_path):
+    small = ["model.generator.width=16", "model.discriminator.width=16", "callbacks.progress_bar=null"]
+    extra = ["trainer.max_epochs=2"] if option == "overfit" else []
+    metrics = train(compose_train([f"debug={option}", *small, *extra], tmp_path))
+    assert "train/g_loss" in metrics
+    if option == "profiler":
+        (report,) = tmp_path.glob("*profile*.txt")
+        assert "run_training_epoch" in report.read_text()
+    if option == "fast_dev_run":
+        assert not (tmp_path / "checkpoints").exists(), "fast_dev_run writes no checkpoints"
