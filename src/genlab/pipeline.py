@@ -2,6 +2,7 @@
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ class ConfigError(ValueError):
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(cfg.seed, workers=True)
+    # EMA copies of networks are in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
@@ -51,20 +54,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(scalar_metrics(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
-    if trainer.is_global_zero:
-        write_json(metrics, output_dir / "metrics.json")
+    write_json(metrics, output_dir / "metrics.json")
     return metrics
+
+
+def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
+    """(resolved path, checkpoint, the training run's config) of a genlab checkpoint."""
+    path = resolve_ckpt_path(ckpt_path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise ConfigError(f"{path} holds no genlab config ('{CONFIG_KEY}'): was it written by src/train.py?")
+    return path, checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuilds a run from the config stored in ``cfg.ckpt_path`` and computes its validation metrics."""
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise ConfigError(
-            f"{ckpt_path} holds no genlab config ('{CONFIG_KEY}'): was it written by src/train.py?"
-        )
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    ckpt_path, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     if cfg.get("data_root"):
         run_cfg.data.root = cfg.data_root
     if cfg.get("num_samples"):
@@ -86,9 +91,43 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.validate(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))
-    if trainer.is_global_zero:
-        write_json({"ckpt_path": str(ckpt_path), **metrics}, Path(cfg.paths.output_dir) / "metrics.json")
+    write_json({"ckpt_path": str(ckpt_path), **metrics}, Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Writes ``grid.png`` and ``cfg.num_samples`` images (PNGs or one .npz) from a checkpoint's model."""
+    import numpy as np
+    from torchvision.utils import save_image
+
+    from genlab.metrics.inception import to_uint8
+
+    _, checkpoint, run_cfg = load_run(cfg.ckpt_path)
+    model = instantiate(run_cfg.model, _convert_="all")
+    model.load_state_dict(checkpoint["state_dict"])
+    device = (
+        "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+    )
+    model.to(device).eval()
+    options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    images = torch.cat(
+        [
+            model.sample(min(cfg.batch_size, cfg.num_samples - start), generator=generator, **options).cpu()
+            for start in range(0, cfg.num_samples, cfg.batch_size)
+        ]
+    )
+    out = Path(cfg.paths.output_dir)
+    save_image(images[: cfg.nrow**2], out / "grid.png", nrow=cfg.nrow, normalize=True, value_range=(-1, 1))
+    pixels = to_uint8(images) if images.shape[1] == 3 else to_uint8(images)[:, :1]
+    if cfg.format == "npz":
+        np.savez_compressed(out / "samples.npz", images=pixels.permute(0, 2, 3, 1).numpy())
+    else:
+        (out / "samples").mkdir(exist_ok=True)
+        for i, image in enumerate(images):
+            save_image(image, out / "samples" / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+    log.info("Wrote %d samples to %s", len(images), out)
+    return out
 
 
 def build_image_metrics(cfg: DictConfig, required: bool = False) -> ImageMetrics | None:

@@ -13,7 +13,8 @@ class SampleGrid(pl.Callback):
     """Saves ``<dirpath>/epoch_XXX.png`` of ``num_samples`` images from ``pl_module.sample``.
 
     The noise is drawn from a generator re-seeded with ``seed`` every time, so successive grids
-    show the same latents and the progress of training is visible.
+    show the same latents and the progress of training is visible. Models with ``reconstruct``
+    (autoencoders) also get ``recon_epoch_XXX.png``: rows of inputs over their reconstructions.
     """
 
     def __init__(
@@ -21,22 +22,38 @@ class SampleGrid(pl.Callback):
     ):
         self.dirpath = Path(dirpath)
         self.num_samples, self.nrow, self.seed, self.every_n_epochs = num_samples, nrow, seed, every_n_epochs
+        self._inputs: torch.Tensor | None = None
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if batch_idx == 0 and hasattr(pl_module, "reconstruct"):
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            self._inputs = x[: self.num_samples // 2]
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        epoch = trainer.current_epoch
         images = pl_module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        self._save(trainer, images, "val/samples", f"epoch_{epoch:03d}.png")
+        if self._inputs is not None:
+            inputs, recons = self._inputs, pl_module.reconstruct(self._inputs)
+            rows = [torch.cat([a, b]) for a, b in zip(inputs.split(self.nrow), recons.split(self.nrow))]
+            self._save(trainer, torch.cat(rows), "val/reconstructions", f"recon_epoch_{epoch:03d}.png")
+
+    def _save(self, trainer: pl.Trainer, images: torch.Tensor, key: str, filename: str) -> None:
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
-        log_image(trainer, "val/samples", grid, trainer.global_step)
+        save_image(grid, self.dirpath / filename)
+        log_image(trainer, key, grid)
 
 
-def log_image(trainer: pl.Trainer, key: str, grid: torch.Tensor, step: int) -> None:
+def log_image(trainer: pl.Trainer, key: str, grid: torch.Tensor) -> None:
     """Sends a (3, H, W) [0, 1] image to every logger that takes images."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, step)
+            logger.experiment.add_image(key, grid, trainer.global_step)
         elif isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[grid])

@@ -132,5 +132,10 @@ class GAN(pl.LightningModule):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=tuple(hp.betas))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr or hp.lr, betas=tuple(hp.betas))
         total = int(self.trainer.estimated_stepping_batches)
-        schedulers = [make_schedule(opt, hp.lr_schedule, total) for opt in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
+        return [
+            {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": make_schedule(opt, hp.lr_schedule, total), "name": name},
+            }
+            for opt, name in ((opt_g, "lr/generator"), (opt_d, "lr/discriminator"))
+        ]

@@ -1,0 +1,20 @@
+"""Sample from a checkpoint: ``python src/sample.py ckpt_path=... num_samples=64 [sampler=ddim steps=50]``."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    from genlab.pipeline import sample
+
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()
