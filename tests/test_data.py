@@ -1,12 +1,7 @@
 """Image datamodules on real data (../shared MNIST) and on small folders written in each layout."""
 
-import gzip
-import pickle
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from genlab.data.images import (
     CelebADataModule,
@@ -17,6 +12,7 @@ from genlab.data.images import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
+from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
 
 
 def first_batch(dm, split="train"):
@@ -44,17 +40,8 @@ def test_mnist_from_shared_gz_files(mnist_root):
     assert dm.dataset_id == "mnist-val10000-1x32px"
 
 
-def write_idx(folder, prefix, images):
-    folder.mkdir(parents=True, exist_ok=True)
-    header = np.array([2051, len(images), *images.shape[1:]], dtype=">i4").tobytes()
-    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(header + images.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_layout_and_rgb_conversion(tmp_path):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 20), ("t10k", 6)):
-        write_idx(tmp_path / "FashionMNIST" / "raw", prefix, rng.integers(0, 256, (n, 28, 28)))
+    write_fashion_mnist(tmp_path)
     dm = FashionMNISTDataModule(root=str(tmp_path), resolution=32, channels=3, batch_size=4)
     batch = first_batch(dm)
     assert batch.shape == (4, 3, 32, 32)
@@ -63,24 +50,10 @@ def test_fashion_mnist_layout_and_rgb_conversion(tmp_path):
 
 
 def test_cifar10_layout(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0] * 4}, f)
+    write_cifar10(tmp_path)
     dm = CIFAR10DataModule(root=str(tmp_path), resolution=32, channels=3, batch_size=4)
     check_images(first_batch(dm), 3, 32)
     assert (len(dm.train_set), len(dm.val_set)) == (20, 4)
-
-
-def write_celeba(folder, n=12):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(1, n + 1):
-        blocks = rng.choice(np.array([0, 255], dtype=np.uint8), (28, 23, 3))  # coarse: survives resizing
-        pixels = blocks.repeat(8, 0).repeat(8, 1)[:218, :178]
-        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg")
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
@@ -103,10 +76,7 @@ def test_celeba_torchvision_layout_uses_official_partition(tmp_path):
 
 
 def test_image_folder_recursive_and_grey(tmp_path):
-    for sub in ("a", "b/c"):
-        (tmp_path / sub).mkdir(parents=True)
-        for i in range(3):
-            Image.new("RGB", (50, 40), (255 * (i % 2), 10, 200)).save(tmp_path / sub / f"{i}.png")
+    write_image_folder(tmp_path)
     dm = ImageFolderDataModule(root=str(tmp_path), resolution=16, channels=1, batch_size=5, num_workers=0)
     batch = first_batch(dm)
     assert batch.shape == (5, 1, 16, 16)

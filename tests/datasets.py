@@ -1,0 +1,52 @@
+"""Small datasets written in each loader's on-disk layout (no CelebA/CIFAR-10 copy is available)."""
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_idx(folder, prefix, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    header = np.array([2051, len(images), *images.shape[1:]], dtype=">i4").tobytes()
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + images.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        write_idx(root / "FashionMNIST" / "raw", prefix, rng.integers(0, 256, (n, 28, 28)))
+    return root
+
+
+def write_cifar10(root: Path, per_batch: int = 4) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump(
+                {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": [0] * per_batch},
+                f,
+            )
+    return root
+
+
+def write_celeba(folder, n=12):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, n + 1):
+        blocks = rng.choice(np.array([0, 255], dtype=np.uint8), (28, 23, 3))  # coarse: survives resizing
+        pixels = blocks.repeat(8, 0).repeat(8, 1)[:218, :178]
+        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg")
+
+
+def write_image_folder(root: Path) -> Path:
+    for sub in ("a", "b/c"):
+        (root / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (50, 40), (255 * (i % 2), 10, 200)).save(root / sub / f"{i}.png")
+    return root

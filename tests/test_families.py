@@ -1,0 +1,235 @@
+"""VAE and diffusion families (and the GAN) on every image datamodule, trainer option and sampler."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from genlab.models.diffusion import Diffusion
+from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
+from genlab.nets.unet import UNet
+from genlab.nets.vae import Decoder, Encoder
+from genlab.pipeline import train
+from tests.conftest import QUICK, compose_train, run_script
+from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
+
+SMALL = {
+    "gan": ["model.generator.width=8", "model.discriminator.width=8"],
+    "vae": ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"],
+    "diffusion": [
+        "model.net.width=16",
+        "model.net.channel_mults=[1,2]",
+        "model.net.num_res_blocks=1",
+        "model.net.attention_resolutions=[8]",
+        "model.sample_steps=5",
+        "model.warmup_steps=10",
+    ],
+}
+FAMILIES = list(SMALL)
+
+
+@pytest.fixture(scope="module")
+def data_roots(tmp_path_factory, mnist_root) -> dict[str, list[str]]:
+    root = tmp_path_factory.mktemp("datasets")
+    write_celeba(root / "celeba_plain" / "img_align_celeba")
+    return {
+        "digits": [],
+        "mnist": [f"data.root={mnist_root}"],
+        "fashion_mnist": [f"data.root={write_fashion_mnist(root / 'fashion')}"],
+        "cifar10": [f"data.root={write_cifar10(root / 'cifar', per_batch=8)}"],
+        "celeba": [f"data.root={root / 'celeba_plain'}", "data.num_workers=0"],
+        "image_folder": [f"data.root={write_image_folder(root / 'folder')}", "data.num_workers=0"],
+    }
+
+
+def read_csv(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, key) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_dev_run_every_family_on_every_datamodule(family, data, data_roots, tmp_path):
+    overrides = [
+        f"model={family}",
+        f"data={data}",
+        *data_roots[data],
+        "debug=fast_dev_run",
+        "data.batch_size=4",
+    ]
+    metrics = train(compose_train([*overrides, *SMALL[family], "callbacks.progress_bar=null"], tmp_path))
+    loss = {"gan": "train/g_loss", "vae": "train/nelbo", "diffusion": "train/loss"}[family]
+    assert math.isfinite(metrics[loss])
+    (grid,) = (tmp_path / "samples").glob("epoch_*.png")
+    with Image.open(grid) as image:
+        assert image.size[0] > 0
+    if family == "vae":
+        assert (tmp_path / "samples" / "recon_epoch_000.png").is_file()
+
+
+# ---- short real runs on MNIST (module-scoped: their checkpoints feed the sampling tests) ----
+def mnist_run(tmp_path_factory, mnist_root, family: str, extra: list[str]) -> Path:
+    run_dir = tmp_path_factory.mktemp(f"{family}_mnist")
+    overrides = [
+        f"model={family}",
+        "data=mnist",
+        f"data.root={mnist_root}",
+        "data.batch_size=64",
+        "trainer=cpu",
+        "trainer.max_epochs=3",
+        "+trainer.limit_val_batches=4",
+        "metrics=null",
+        "optimized_metric=null",
+        "callbacks.progress_bar=null",
+        "callbacks.sample_grid.num_samples=16",
+        *extra,
+    ]
+    train(compose_train(overrides, run_dir))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def vae_mnist(tmp_path_factory, mnist_root):
+    return mnist_run(
+        tmp_path_factory, mnist_root, "vae", ["+trainer.limit_train_batches=60", "model.likelihood=bernoulli"]
+    )
+
+
+@pytest.fixture(scope="module")
+def diffusion_mnist(tmp_path_factory, mnist_root):
+    extra = [*SMALL["diffusion"], "+trainer.limit_train_batches=40", "model.lr=1e-3", "model.ema_decay=0.99"]
+    return mnist_run(tmp_path_factory, mnist_root, "diffusion", extra)
+
+
+@pytest.mark.slow
+def test_vae_validation_nelbo_falls_on_mnist(vae_mnist):
+    rows = read_csv(vae_mnist)
+    nelbo, recon, kl = (column(rows, f"val/{k}") for k in ("nelbo", "recon", "kl"))
+    assert len(nelbo) == 3 and nelbo[-1] < 0.8 * nelbo[0], nelbo
+    assert all(n == pytest.approx(r + k, rel=1e-4) for n, r, k in zip(nelbo, recon, kl))
+    bpd = column(rows, "val/bpd")
+    assert bpd[-1] == pytest.approx(nelbo[-1] / (32 * 32 * math.log(2)), rel=1e-4)
+    assert (vae_mnist / "samples" / "recon_epoch_002.png").is_file()
+
+
+@pytest.mark.slow
+def test_diffusion_validation_loss_falls_on_mnist(diffusion_mnist):
+    losses = column(read_csv(diffusion_mnist), "val/loss")
+    assert len(losses) == 3 and losses[-1] < 0.85 * losses[0], losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("family", "args"),
+    [("vae", []), ("diffusion", ["sampler=ddim", "steps=5"]), ("diffusion", ["sampler=ddpm", "format=npz"])],
+)
+def test_sample_script_writes_grid_and_files(family, args, vae_mnist, diffusion_mnist, tmp_path):
+    run_dir = {"vae": vae_mnist, "diffusion": diffusion_mnist}[family]
+    n = 6
+    run_script(
+        "sample.py",
+        [f"ckpt_path={run_dir}", f"num_samples={n}", f"hydra.run.dir={tmp_path}", *args],
+        tmp_path,
+    )
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (2 + n * 34, 2 + 34), "one row of n 32-px samples, 2-px padding"
+    if "format=npz" in args:
+        import numpy as np
+
+        images = np.load(tmp_path / "samples.npz")["images"]
+        assert images.shape == (n, 32, 32, 1) and images.dtype == np.uint8
+        assert images.std() > 5, "ancestral samples are not constant"
+    else:
+        files = sorted((tmp_path / "samples").glob("*.png"))
+        assert len(files) == n
+
+
+@pytest.mark.slow
+def test_sample_script_gan_checkpoint(tmp_path):
+    train(compose_train(QUICK, tmp_path / "run"))
+    out = tmp_path / "samples"
+    run_script(
+        "sample.py", [f"ckpt_path={tmp_path / 'run'}", "num_samples=5", f"hydra.run.dir={out}"], tmp_path
+    )
+    assert len(list((out / "samples").glob("*.png"))) == 5 and (out / "grid.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["vae", "diffusion"])
+def test_bf16_mixed_and_ddp_cpu(family, tmp_path):
+    base = [f"model={family}", *SMALL[family], *[q for q in QUICK if not q.startswith("model.")]]
+    metrics = train(compose_train([*base, "trainer.precision=bf16-mixed"], tmp_path / "bf16"))
+    assert all(math.isfinite(v) for v in metrics.values())
+    ddp = tmp_path / "ddp"
+    args = [a for a in base if a != "trainer=cpu"]
+    run_script("train.py", ["trainer=ddp_cpu", *args, f"hydra.run.dir={ddp}"], ddp)
+    last = torch.load(ddp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 8  # 2 epochs x 4 batches per rank, one optimizer step each
+
+
+# ---- unit checks ----
+def tiny_diffusion(**kwargs) -> Diffusion:
+    torch.manual_seed(0)
+    net = UNet(
+        1, 16, width=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0
+    )
+    return Diffusion(net, timesteps=50, ema_decay=None, **kwargs).eval()
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_ddim_is_deterministic_for_a_seed(prediction):
+    model = tiny_diffusion(prediction=prediction)
+
+    def sample(seed: int, steps: int) -> torch.Tensor:
+        return model.sample(3, torch.Generator().manual_seed(seed), sampler="ddim", steps=steps)
+
+    assert torch.equal(sample(1, 10), sample(1, 10))
+    assert not torch.equal(sample(1, 10), sample(2, 10))
+    ddpm = model.sample(3, torch.Generator().manual_seed(1), sampler="ddpm")
+    assert ddpm.shape == (3, 1, 16, 16) and ddpm.abs().max() <= 1
+
+
+def test_ddim_steps_are_validated():
+    with pytest.raises(ValueError, match=r"DDIM steps must be in \[1, 50\]"):
+        tiny_diffusion().sample(1, sampler="ddim", steps=51)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_noise_schedules_destroy_signal(schedule):
+    model = tiny_diffusion(schedule=schedule)
+    assert model.alpha_bar[0] > 0.99 and model.alpha_bar[-1] < 0.01
+    assert torch.all(model.alpha_bar[1:] < model.alpha_bar[:-1])
+
+
+def test_v_prediction_target_recovers_x0():
+    model = tiny_diffusion(prediction="v")
+    x0, noise, t = torch.rand(2, 1, 16, 16) * 2 - 1, torch.randn(2, 1, 16, 16), torch.tensor([5, 40])
+    x_t, v = model.q_sample(x0, t, noise), model.target(x0, t, noise)
+    ab = model.alpha_bar[t].view(-1, 1, 1, 1)
+    assert torch.allclose(ab.sqrt() * x_t - (1 - ab).sqrt() * v, x0, atol=1e-5)
+
+
+def test_discretized_gaussian_is_a_distribution_over_256_bins():
+    values = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    for mean, log_scale in ((0.3, -2.0), (-0.99, -4.0), (0.0, 1.0)):
+        log_p = discretized_gaussian_log_likelihood(
+            values, torch.full_like(values, mean), torch.tensor(log_scale)
+        )
+        assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized_gaussian"])
+def test_importance_weighted_bound_is_tighter_than_elbo(likelihood):
+    torch.manual_seed(0)
+    model = VAE(Encoder(1, 16, 4, 8), Decoder(1, 16, 4, 8), latent_dim=4, likelihood=likelihood).eval()
+    x = torch.rand(16, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        nelbo = torch.stack([model.elbo_terms(x)["nelbo"] for _ in range(20)]).mean()
+    assert model.importance_weighted_nll(x, k=64).mean() < nelbo
