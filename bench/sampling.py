@@ -1,0 +1,65 @@
+"""DDIM with K steps vs ancestral DDPM with T steps: wall time ratio against K/T, same model and batch.
+
+    python bench/sampling.py            # T=1000, K=50, 32 px UNet (the diffusion_mnist sizes at width 32)
+    python bench/sampling.py --quick    # T=200, K=20, smaller UNet (CI)
+
+Writes bench/results/sampling[_quick].json and prints the ratio last.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from genlab.models.diffusion import Diffusion
+from genlab.nets.unet import UNet
+
+
+def timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+    T, K, width = (200, 20, 16) if args.quick else (1000, 50, 32)
+
+    torch.manual_seed(0)
+    net = UNet(1, 32, width=width, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0)
+    model = Diffusion(net, timesteps=T, ema_decay=None).eval()
+
+    def sample(sampler: str, seed: int = 0) -> torch.Tensor:
+        return model.sample(args.batch, torch.Generator().manual_seed(seed), sampler=sampler, steps=K)
+
+    sample("ddim")  # warm-up
+    ddpm_s, _ = timed(lambda: sample("ddpm"))
+    ddim_s, first = timed(lambda: sample("ddim"))
+    deterministic = torch.equal(first, sample("ddim"))
+    result = {
+        "timesteps": T,
+        "ddim_steps": K,
+        "batch": args.batch,
+        "unet_width": width,
+        "ddpm_seconds": round(ddpm_s, 3),
+        "ddim_seconds": round(ddim_s, 3),
+        "time_ratio": round(ddim_s / ddpm_s, 4),
+        "steps_ratio": K / T,
+        "ddim_deterministic": deterministic,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    out = Path(__file__).parent / "results" / f"sampling{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"DDIM/DDPM time ratio: {result['time_ratio']:.4f} (K/T = {K / T:.4f}), deterministic: {deterministic}")
+
+
+if __name__ == "__main__":
+    main()
