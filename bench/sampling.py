@@ -24,14 +24,18 @@ def timed(fn) -> tuple[float, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     T, K, width = (200, 20, 16) if args.quick else (1000, 50, 32)
 
     torch.manual_seed(0)
-    net = UNet(1, 32, width=width, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0)
+    net = UNet(
+        1, 32, width=width, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0
+    )
     model = Diffusion(net, timesteps=T, ema_decay=None).eval()
 
     def sample(sampler: str, seed: int = 0) -> torch.Tensor:
@@ -58,7 +62,9 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    print(f"DDIM/DDPM time ratio: {result['time_ratio']:.4f} (K/T = {K / T:.4f}), deterministic: {deterministic}")
+    print(
+        f"DDIM/DDPM time ratio: {result['time_ratio']:.4f} (K/T = {K / T:.4f}), deterministic: {deterministic}"
+    )
 
 
 if __name__ == "__main__":

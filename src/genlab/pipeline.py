@@ -1,5 +1,6 @@
 """What ``src/train.py`` and ``src/eval.py`` run, given a composed config."""
 
+import inspect
 import json
 import logging
 import warnings
@@ -9,12 +10,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.run_config import CONFIG_KEY, StoreConfig
-from genlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from genlab.utils.instantiate import instantiate_group
 
 log = logging.getLogger(__name__)
 INCEPTION_METRICS = ("val/fid", "val/kid_mean", "val/kid_std")
@@ -31,14 +32,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
+    fill_vocab_size(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
     config = OmegaConf.to_container(cfg, resolve=True)
 
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
     image_metrics = build_image_metrics(cfg)
     callbacks += [image_metrics] if image_metrics else []
     callbacks.append(StoreConfig(config))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
     )
@@ -56,6 +58,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_wandb(loggers)
     write_json(metrics, output_dir / "metrics.json")
     return metrics
+
+
+def fill_vocab_size(cfg: DictConfig, datamodule) -> None:
+    """Text models leave ``model.net.vocab_size: null``: it is the trained tokenizer's vocabulary size."""
+    if OmegaConf.select(cfg, "model.net.vocab_size", default="unset") is None:
+        with open_dict(cfg):
+            cfg.model.net.vocab_size = datamodule.vocab_size
 
 
 def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
@@ -110,6 +119,9 @@ def sample(cfg: DictConfig) -> Path:
     )
     model.to(device).eval()
     options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
+    accepted = inspect.signature(model.sample).parameters
+    if unknown := [k for k in options if k not in accepted]:
+        raise ConfigError(f"{unknown} apply to diffusion models only; {type(model).__name__} takes neither.")
     generator = torch.Generator().manual_seed(cfg.seed)
     images = torch.cat(
         [

@@ -7,7 +7,6 @@ torchmetrics reduces the states, so each sample counts once.
 """
 
 import hashlib
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -172,11 +171,3 @@ def _atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
-
-
-def warn_no_weights() -> None:
-    warnings.warn(
-        "No FID Inception weights found (metrics.fid.weights_path, $GENLAB_FID_WEIGHTS, torch hub cache): "
-        "training without FID/KID.",
-        stacklevel=2,
-    )

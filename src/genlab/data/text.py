@@ -1,0 +1,214 @@
+"""Text LightningDataModules: a tokenizer trained on the training split, tokens tensorised once.
+
+Training batches are windows of ``block_size + 1`` tokens at random offsets (as nanoGPT samples
+them); validation uses consecutive non-overlapping windows. The tokenizer (JSON) is saved in the
+run dir and in every checkpoint (``state_dict``).
+"""
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class CharTokenizer:
+    """One token per character of the training text (sorted)."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str]):
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int | None = None) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.index[c] for c in text]
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in the tokenizer's vocabulary") from None
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "chars": self.chars})
+
+
+class BPETokenizer:
+    """Byte-level BPE trained with the ``tokenizers`` library."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int | None = None) -> "BPETokenizer":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size or 2048,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        return cls(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "tokenizer": self.tokenizer.to_str()})
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def tokenizer_from_json(data: str) -> CharTokenizer | BPETokenizer:
+    spec = json.loads(data)
+    if spec["kind"] == "char":
+        return CharTokenizer(spec["chars"])
+    from tokenizers import Tokenizer
+
+    return BPETokenizer(Tokenizer.from_str(spec["tokenizer"]))
+
+
+class TokenWindows(Dataset):
+    """(input, target) pairs of ``block_size`` tokens, one window every ``stride`` tokens."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, stride: int):
+        if len(tokens) <= block_size:
+            raise ValueError(f"{len(tokens)} tokens are too few for block_size={block_size}")
+        self.tokens, self.block_size, self.stride = tokens, block_size, stride
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - self.block_size - 1) // self.stride + 1
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.tokens[i * self.stride : i * self.stride + self.block_size + 1].long()
+        return chunk[:-1], chunk[1:]
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Splits a text train/val (first ``1 - val_fraction`` for training) and tokenises it once."""
+
+    name = "text"
+
+    def __init__(
+        self,
+        tokenizer: str = "char",
+        vocab_size: int | None = None,
+        block_size: int = 256,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        save_dir: str | None = None,
+    ):
+        super().__init__()
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
+        if batch_size <= 0 or block_size <= 0:
+            raise ValueError(
+                f"data.batch_size and data.block_size must be positive, got {batch_size}, {block_size}"
+            )
+        self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size
+        self.block_size, self.batch_size = block_size, batch_size
+        self.val_fraction, self.num_workers = val_fraction, num_workers
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.tokenizer: CharTokenizer | BPETokenizer | None = None
+        self.train_tokens: torch.Tensor | None = None
+        self.val_tokens: torch.Tensor | None = None
+        self.val_chars_per_token = 1.0
+
+    def load_text(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        self.setup()
+        return self.tokenizer.vocab_size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_tokens is not None:
+            return
+        text = self.load_text()
+        split = int(len(text) * (1 - self.val_fraction))
+        train_text, val_text = text[:split], text[split:]
+        if self.tokenizer is None:
+            self.tokenizer = TOKENIZERS[self.tokenizer_kind].train(train_text, self.requested_vocab)
+        self.train_tokens = torch.tensor(self.tokenizer.encode(train_text), dtype=torch.int32)
+        self.val_tokens = torch.tensor(self.tokenizer.encode(val_text), dtype=torch.int32)
+        self.val_chars_per_token = len(val_text) / max(len(self.val_tokens), 1)
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
+
+    def train_dataloader(self) -> DataLoader:
+        windows = TokenWindows(self.train_tokens, self.block_size, stride=1)
+        return DataLoader(
+            windows, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        windows = TokenWindows(self.val_tokens, self.block_size, stride=self.block_size)
+        return DataLoader(windows, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def state_dict(self) -> dict:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "tokenizer" in state:
+            self.tokenizer = tokenizer_from_json(state["tokenizer"])
+
+
+class TextFileDataModule(TextDataModule):
+    """Any UTF-8 text file (e.g. tiny shakespeare)."""
+
+    name = "text_file"
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(**kwargs)
+        self.path = Path(path).expanduser()
+
+    def load_text(self) -> str:
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"data.path={self.path} is not a file: give the path of a UTF-8 text file."
+            )
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{self.path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
+                f"`iconv -f latin1 -t utf-8 {self.path.name} > {self.path.stem}.utf8.txt`."
+            ) from None
+
+
+class TextDocsDataModule(TextDataModule):
+    """English prose that ships with Python: the help topics of ``pydoc_data.topics`` (offline)."""
+
+    name = "text_docs"
+
+    def load_text(self) -> str:
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[key].strip() for key in sorted(topics))

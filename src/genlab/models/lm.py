@@ -1,0 +1,71 @@
+"""Autoregressive language model training: next-token cross-entropy, perplexity, bits per character.
+
+Validation reduces the token-weighted mean NLL across batches and ranks (torchmetrics), so
+``val/perplexity`` = exp(mean token NLL) and ``val/bpc`` = bits per character of the text.
+"""
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from genlab.models.schedules import make_schedule
+
+
+class LanguageModel(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 100,
+        lr_schedule: str = "cosine",
+        final_lr_ratio: float = 0.1,
+        compile: bool = False,
+    ):
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr must be positive, got {lr}")
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.forward_net = torch.compile(net) if compile else net
+        self.val_nll = MeanMetric()
+
+    def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.forward_net(x)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.nll(*batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.val_nll.update(self.nll(x, y), weight=y.numel())
+
+    def on_validation_epoch_end(self) -> None:
+        nll = self.val_nll.compute()
+        self.val_nll.reset()
+        chars_per_token = getattr(self.trainer.datamodule, "val_chars_per_token", 1.0)
+        self.log_dict(
+            {"val/loss": nll, "val/perplexity": nll.exp(), "val/bpc": nll / (math.log(2) * chars_per_token)},
+            prog_bar=True,
+        )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},  # matrices
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases, norms
+        ]
+        fused = self.device.type == "cuda"
+        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = make_schedule(opt, hp.lr_schedule, total, hp.warmup_steps, hp.final_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}

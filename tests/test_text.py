@@ -1,0 +1,164 @@
+"""GPT language model: tokenizers, KV-cache generation, perplexity, real runs on text datamodules."""
+
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.data.text import (
+    BPETokenizer,
+    CharTokenizer,
+    TextDocsDataModule,
+    TextFileDataModule,
+    tokenizer_from_json,
+)
+from genlab.models.lm import LanguageModel
+from genlab.nets.gpt import GPT, sample_next
+from genlab.pipeline import train
+from tests.conftest import SHARED, compose_train, run_script
+
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+TINY_GPT = ["model.net.n_layer=2", "model.net.n_head=2", "model.net.n_embd=32", "data.block_size=32"]
+
+
+@pytest.fixture(scope="module")
+def shakespeare() -> Path:
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"{SHAKESPEARE} not found: set GENLAB_SHARED")
+    return SHAKESPEARE
+
+
+@pytest.mark.parametrize("kind", [CharTokenizer, BPETokenizer])
+def test_tokenizer_round_trip_and_json(kind):
+    text = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer\n" * 20
+    tok = kind.train(text, 300)
+    sample = "Whether to be the question"
+    assert tok.decode(tok.encode(sample)) == sample
+    restored = tokenizer_from_json(tok.to_json())
+    assert restored.encode(sample) == tok.encode(sample) and restored.vocab_size == tok.vocab_size
+
+
+def test_text_datamodules_tensorise_once(shakespeare):
+    dm = TextFileDataModule(path=str(shakespeare), block_size=64, batch_size=4)
+    dm.setup()
+    assert dm.vocab_size == 65 and len(dm.train_tokens) + len(dm.val_tokens) == 1_115_394
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 64) and torch.equal(x[:, 1:], y[:, :-1])
+    docs = TextDocsDataModule(block_size=32)
+    assert docs.vocab_size > 50 and len(docs.train_tokens) > 100_000
+
+
+def test_bad_text_file_messages(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 cr\xe8me".encode("latin1"))
+    with pytest.raises(ValueError, match="not valid UTF-8.*iconv"):
+        TextFileDataModule(path=str(bad)).setup()
+    with pytest.raises(FileNotFoundError, match="data.path=.*is not a file"):
+        TextFileDataModule(path=str(tmp_path / "missing.txt")).setup()
+
+
+def test_kv_cache_generation_matches_full_recompute():
+    torch.manual_seed(0)
+    net = GPT(50, block_size=24, n_layer=2, n_head=2, n_embd=32, dropout=0.0).eval()
+    prompt = torch.randint(0, 50, (3, 5))
+    cached = net.generate(prompt, 30, temperature=0, use_cache=True)  # runs past block_size too
+    plain = net.generate(prompt, 30, temperature=0, use_cache=False)
+    assert torch.equal(cached, plain)
+    full, _ = net(cached[:, :20])
+    _, cache = net(cached[:, :12])
+    incremental, _ = net(cached[:, 12:20], cache)
+    assert torch.allclose(full[:, 12:], incremental, atol=1e-5)
+
+
+def test_top_k_and_top_p_filtering():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    draws = lambda **kw: {
+        sample_next(logits, generator=torch.Generator().manual_seed(s), **kw).item() for s in range(200)
+    }  # noqa: E731
+    assert draws(top_k=2) == {0, 1}
+    assert draws(top_p=0.7) == {0, 1}  # 0.5 + 0.3 reaches 0.7
+    assert draws(top_p=0.4) == {0}
+    assert sample_next(logits, temperature=0).item() == 0
+
+
+def test_perplexity_is_exp_of_mean_token_nll():
+    class Fixed(torch.nn.Module):  # uniform over 4 tokens, except token 0 gets probability 0.7
+        def forward(self, idx, cache=None):
+            probs = torch.tensor([0.7, 0.1, 0.1, 0.1])
+            return probs.log().expand(*idx.shape, 4), None
+
+    model = LanguageModel(Fixed())
+    x = torch.zeros(2, 3, dtype=torch.long)
+    y = torch.tensor([[0, 0, 1], [0, 2, 3]])  # NLL: 3 x -log 0.7 and 3 x -log 0.1
+    expected = (3 * -math.log(0.7) + 3 * -math.log(0.1)) / 6
+    assert model.nll(x, y).item() == pytest.approx(expected, rel=1e-6)
+    model.val_nll.update(model.nll(x[:1], y[:1]), weight=3)
+    model.val_nll.update(model.nll(x[1:], y[1:]), weight=3)
+    assert math.exp(model.val_nll.compute()) == pytest.approx(math.exp(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("data", ["text_docs", "text_file"])
+def test_fast_dev_run_gpt(data, shakespeare, tmp_path):
+    extra = [f"data.path={shakespeare}"] if data == "text_file" else []
+    metrics = train(
+        compose_train(["model=gpt", f"data={data}", *extra, *TINY_GPT, "debug=fast_dev_run"], tmp_path)
+    )
+    assert math.isfinite(metrics["val/loss"]) and "val/perplexity" in metrics
+    assert (tmp_path / "tokenizer.json").is_file() and list((tmp_path / "samples").glob("text_epoch_*.txt"))
+
+
+def unigram_entropy(tokens: torch.Tensor) -> float:
+    counts = torch.tensor(list(Counter(tokens.tolist()).values()), dtype=torch.float64)
+    p = counts / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+@pytest.mark.slow
+def test_short_shakespeare_run_beats_unigram_entropy(shakespeare, tmp_path):
+    cfg = compose_train(
+        [
+            "experiment=gpt_shakespeare_char_cpu",
+            f"data.path={shakespeare}",
+            "trainer.max_steps=300",
+            "trainer.val_check_interval=150",
+            "trainer.limit_val_batches=50",
+            "callbacks.progress_bar=null",
+            "callbacks.text_samples.max_new_tokens=50",
+        ],
+        tmp_path,
+    )
+    metrics = train(cfg)
+    dm = TextFileDataModule(path=str(shakespeare), block_size=64)
+    dm.setup()
+    entropy = unigram_entropy(dm.train_tokens)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    assert metrics["val/loss"] < entropy - 0.5, (metrics["val/loss"], entropy)
+    assert metrics["val/perplexity"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-5)
+    assert metrics["val/bpc"] == pytest.approx(metrics["val/loss"] / math.log(2), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_gpt_bf16_and_ddp_cpu(tmp_path):
+    quick = [
+        "model=gpt",
+        "data=text_docs",
+        *TINY_GPT,
+        "trainer.max_steps=6",
+        "+trainer.limit_val_batches=2",
+        "trainer.val_check_interval=3",
+        "callbacks.progress_bar=null",
+        "callbacks.text_samples.max_new_tokens=8",
+    ]
+    metrics = train(compose_train([*quick, "trainer=cpu", "trainer.precision=bf16-mixed"], tmp_path / "bf16"))
+    assert math.isfinite(metrics["val/loss"])
+    ddp = tmp_path / "ddp"
+    run_script("train.py", ["trainer=ddp_cpu", *quick, f"hydra.run.dir={ddp}"], ddp)
+    assert math.isfinite(json.loads((ddp / "metrics.json").read_text())["val/loss"])
+    ckpt = torch.load(ddp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 6 and "tokenizer" in ckpt["TextDocsDataModule"]
