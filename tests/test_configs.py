@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF, compose_train
 
 GROUPS = ["model", "data", "trainer", "logger", "callbacks", "experiment", "debug", "paths", "hydra"]
+TEXT_DATA = ("text_docs", "text_file")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -20,6 +21,10 @@ def test_option_composes_and_resolves(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if group == "data" and option == "image_folder":
         overrides.append(f"data.root={tmp_path}")
+    if option in TEXT_DATA or option == "gpt":  # text models and text data go together
+        overrides += ["model=gpt"] if group == "data" else ["data=text_docs"]
+    if option == "text_file":
+        overrides.append(f"data.path={tmp_path}/corpus.txt")
     cfg = compose_train(overrides, tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["model"]["_target_"].startswith("genlab.")

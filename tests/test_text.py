@@ -76,9 +76,12 @@ def test_kv_cache_generation_matches_full_recompute():
 
 def test_top_k_and_top_p_filtering():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    draws = lambda **kw: {
-        sample_next(logits, generator=torch.Generator().manual_seed(s), **kw).item() for s in range(200)
-    }  # noqa: E731
+
+    def draws(**kw) -> set[int]:
+        return {
+            sample_next(logits, generator=torch.Generator().manual_seed(s), **kw).item() for s in range(200)
+        }
+
     assert draws(top_k=2) == {0, 1}
     assert draws(top_p=0.7) == {0, 1}  # 0.5 + 0.3 reaches 0.7
     assert draws(top_p=0.4) == {0}
