@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF, compose_train
 
 GROUPS = ["model", "data", "trainer", "logger", "callbacks", "experiment", "debug", "paths", "hydra"]
-TEXT_DATA = ("text_docs", "text_file")
+TEXT_DATA = ("text_docs", "text_file", "parallel")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -25,6 +25,8 @@ def test_option_composes_and_resolves(group, option, tmp_path):
         overrides += ["model=gpt"] if group == "data" else ["data=text_docs"]
     if option == "text_file":
         overrides.append(f"data.path={tmp_path}/corpus.txt")
+    if option == "parallel":
+        overrides.append(f"data.root={tmp_path}")
     cfg = compose_train(overrides, tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["model"]["_target_"].startswith("genlab.")

@@ -165,3 +165,49 @@ def test_gpt_bf16_and_ddp_cpu(tmp_path):
     assert math.isfinite(json.loads((ddp / "metrics.json").read_text())["val/loss"])
     ckpt = torch.load(ddp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 and "tokenizer" in ckpt["TextDocsDataModule"]
+
+
+def test_bleu_equals_sacrebleu():
+    import sacrebleu
+    from torchmetrics.text import SacreBLEUScore
+
+    hypotheses = ["A man is riding a bike down the street .", "Two dogs play in the snow", "A child eats."]
+    references = [
+        "A man rides a bicycle down the street.",
+        "Two dogs are playing in the snow.",
+        "A kid is eating.",
+    ]
+    ours = SacreBLEUScore()(hypotheses, [[r] for r in references]).item() * 100
+    reference = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert reference > 5 and ours == pytest.approx(reference, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def multi30k() -> Path:
+    root = SHARED / "data" / "multi30k"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found: set GENLAB_SHARED")
+    return root
+
+
+def test_parallel_corpus_masks_source_and_checks_alignment(multi30k, tmp_path):
+    from genlab.data.text import ParallelDataModule
+
+    dm = ParallelDataModule(root=str(multi30k), block_size=64, vocab_size=2000)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set)) == (29000, 1014)
+    x, y = dm.train_set[0]
+    sep = dm.special("<sep>")
+    src_len = int((x == sep).nonzero()[0])
+    assert (y[:src_len] == -100).all() and (y[src_len:] != -100).any() and dm.eos_id in y.tolist()
+    (tmp_path / "train.de").write_text("eins\nzwei\n")
+    (tmp_path / "train.en").write_text("one\n")
+    with pytest.raises(ValueError, match="train.de has 2 lines but train.en has 1"):
+        ParallelDataModule(root=str(tmp_path)).setup()
+
+
+def test_fast_dev_run_gpt_parallel_with_bleu(multi30k, tmp_path):
+    overrides = ["model=gpt", "data=parallel", f"data.root={multi30k}", "data.vocab_size=500", *TINY_GPT]
+    overrides += ["debug=fast_dev_run", "model.bleu_samples=4", "model.bleu_max_new_tokens=8"]
+    metrics = train(compose_train(overrides, tmp_path))
+    assert 0 <= metrics["val/bleu"] <= 100 and math.isfinite(metrics["val/loss"])

@@ -9,7 +9,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class TextSamples(pl.Callback):
-    """Continues ``num_prompts`` held-out prompts (the start of validation windows) by ``max_new_tokens``."""
+    """Continues ``num_prompts`` held-out prompts (``datamodule.bleu_pairs``) by up to ``max_new_tokens``."""
 
     def __init__(
         self,
@@ -31,29 +31,29 @@ class TextSamples(pl.Callback):
         dm = trainer.datamodule
         if trainer.sanity_checking or getattr(dm, "tokenizer", None) is None:
             return
-        windows = dm.val_tokens[: self.num_prompts * dm.block_size].long().view(-1, dm.block_size)
-        prompts = windows[:, : self.prompt_tokens].to(pl_module.device)
-        out = pl_module.net.generate(
-            prompts,
-            self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        rows = [
-            (dm.tokenizer.decode(p.tolist()), dm.tokenizer.decode(o[self.prompt_tokens :].tolist()))
-            for p, o in zip(prompts, out)
-        ]
+        generator = torch.Generator().manual_seed(self.seed)
+        rows = []
+        for prompt, reference in dm.bleu_pairs(self.num_prompts):
+            prompt = prompt[-self.prompt_tokens :]
+            out = pl_module.net.generate(
+                torch.tensor([prompt], device=pl_module.device),
+                self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                generator=generator,
+                stop_token=getattr(dm, "eos_id", None),
+            )
+            rows.append(
+                [dm.tokenizer.decode(prompt), dm.tokenizer.decode(out[0, len(prompt) :].tolist()), reference]
+            )
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        text = "\n\n".join(f"=== prompt: {p!r}\n{p}{c}" for p, c in rows)
+        text = "\n\n".join(f"=== prompt: {p!r}\n--- generated:\n{g}\n--- reference:\n{r}" for p, g, r in rows)
         (self.dirpath / f"text_epoch_{trainer.current_epoch:03d}_step_{trainer.global_step}.txt").write_text(
             text
         )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_text(
-                    key="val/generated", columns=["prompt", "continuation"], data=[list(r) for r in rows]
-                )
+                logger.log_text(key="val/generated", columns=["prompt", "generated", "reference"], data=rows)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("val/generated", text.replace("\n", "  \n"), trainer.global_step)

@@ -5,6 +5,7 @@ them); validation uses consecutive non-overlapping windows. The tokenizer (JSON)
 run dir and in every checkpoint (``state_dict``).
 """
 
+import gzip
 import json
 from pathlib import Path
 
@@ -52,7 +53,9 @@ class BPETokenizer:
         self.tokenizer = tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int | None = None) -> "BPETokenizer":
+    def train(
+        cls, text: str, vocab_size: int | None = None, specials: tuple[str, ...] = ()
+    ) -> "BPETokenizer":
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tokenizer = Tokenizer(models.BPE())
@@ -61,6 +64,7 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size or 2048,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=list(specials),
             show_progress=False,
         )
         tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
@@ -162,6 +166,12 @@ class TextDataModule(pl.LightningDataModule):
             self.save_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
 
+    def bleu_pairs(self, n: int) -> list[tuple[list[int], str]]:
+        """Held-out prompts (the first half of validation windows) and their true continuations."""
+        half = self.block_size // 2
+        windows = self.val_tokens[: n * self.block_size].long().view(-1, self.block_size).tolist()
+        return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows]
+
     def train_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.train_tokens, self.block_size, stride=1)
         return DataLoader(
@@ -212,3 +222,125 @@ class TextDocsDataModule(TextDataModule):
         from pydoc_data.topics import topics
 
         return "\n\n".join(topics[key].strip() for key in sorted(topics))
+
+
+def _read_lines(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+class ParallelDataModule(pl.LightningDataModule):
+    """A parallel corpus for conditional generation with a decoder-only model.
+
+    Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
+    (source<TAB>target). Each pair becomes ``source <sep> target <eos>``; the loss covers the
+    target only. A byte-level BPE is trained on both sides of the training split.
+    """
+
+    name = "parallel"
+    SPECIALS = ("<pad>", "<sep>", "<eos>")
+
+    def __init__(
+        self,
+        root: str,
+        source: str = "de",
+        target: str = "en",
+        vocab_size: int = 8000,
+        block_size: int = 128,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        save_dir: str | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+    ):
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.source, self.target, self.vocab_size_requested = source, target, vocab_size
+        self.block_size, self.batch_size, self.num_workers = block_size, batch_size, num_workers
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.splits = (train_split, val_split)
+        self.tokenizer: BPETokenizer | None = None
+        self.train_set = self.val_set = None
+        self.val_pairs: list[tuple[list[int], str]] = []
+        self.val_chars_per_token = 1.0
+
+    def read_split(self, split: str) -> list[tuple[str, str]]:
+        for ext in (".gz", ""):
+            src, tgt = self.root / f"{split}.{self.source}{ext}", self.root / f"{split}.{self.target}{ext}"
+            if src.is_file() and tgt.is_file():
+                sources, targets = _read_lines(src), _read_lines(tgt)
+                if len(sources) != len(targets):
+                    raise ValueError(
+                        f"{src.name} has {len(sources)} lines but {tgt.name} has {len(targets)}: line i of one "
+                        "must translate line i of the other."
+                    )
+                return list(zip(sources, targets))
+        tsv = self.root / f"{split}.tsv"
+        if tsv.is_file():
+            rows = [line.split("\t") for line in _read_lines(tsv) if line]
+            if bad := [i + 1 for i, r in enumerate(rows) if len(r) != 2]:
+                raise ValueError(f"{tsv}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
+            return [(a, b) for a, b in rows]
+        raise FileNotFoundError(
+            f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
+            f"(Multi30k layout) or {split}.tsv; set data.root."
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        self.setup()
+        return self.tokenizer.vocab_size
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.tokenizer.token_to_id("<eos>")
+
+    def special(self, token: str) -> int:
+        return self.tokenizer.tokenizer.token_to_id(token)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_pairs, val_pairs = (self.read_split(s) for s in self.splits)
+        if self.tokenizer is None:
+            text = "\n".join(f"{a}\n{b}" for a, b in train_pairs)
+            self.tokenizer = BPETokenizer.train(text, self.vocab_size_requested, specials=self.SPECIALS)
+        self.train_set = self._encode(train_pairs)
+        self.val_set = self._encode(val_pairs)
+        sep = self.special("<sep>")
+        self.val_pairs = [(self.tokenizer.encode(a)[: self.block_size // 2] + [sep], b) for a, b in val_pairs]
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
+
+    def _encode(self, pairs: list[tuple[str, str]]) -> torch.utils.data.TensorDataset:
+        pad, sep, eos = (self.special(t) for t in self.SPECIALS)
+        n, length = len(pairs), self.block_size
+        x = torch.full((n, length), pad, dtype=torch.long)
+        y = torch.full((n, length), -100, dtype=torch.long)
+        for i, (a, b) in enumerate(pairs):
+            src = self.tokenizer.encode(a)[: length // 2]
+            seq = torch.tensor([*src, sep, *self.tokenizer.encode(b), eos][: length + 1])
+            x[i, : len(seq) - 1], y[i, : len(seq) - 1] = seq[:-1], seq[1:]
+            y[i, : len(src)] = -100  # no loss on the source or on predicting <sep>
+        return torch.utils.data.TensorDataset(x, y)
+
+    def bleu_pairs(self, n: int) -> list[tuple[list[int], str]]:
+        """(prompt token ids, reference text) for the first ``n`` validation pairs."""
+        return self.val_pairs[:n]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def state_dict(self) -> dict:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "tokenizer" in state:
+            self.tokenizer = tokenizer_from_json(state["tokenizer"])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
+from torchmetrics.text import SacreBLEUScore
 
 from genlab.models.schedules import make_schedule
 
@@ -26,6 +27,8 @@ class LanguageModel(pl.LightningModule):
         lr_schedule: str = "cosine",
         final_lr_ratio: float = 0.1,
         compile: bool = False,
+        bleu_samples: int = 0,
+        bleu_max_new_tokens: int = 64,
     ):
         super().__init__()
         if lr <= 0:
@@ -34,10 +37,12 @@ class LanguageModel(pl.LightningModule):
         self.net = net
         self.forward_net = torch.compile(net) if compile else net
         self.val_nll = MeanMetric()
+        self.bleu = SacreBLEUScore()  # sacrebleu's 13a tokenisation, corpus-level
 
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean NLL over the target tokens (targets of -100, e.g. source and padding, are ignored)."""
         logits, _ = self.forward_net(x)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.nll(*batch)
@@ -46,16 +51,40 @@ class LanguageModel(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        self.val_nll.update(self.nll(x, y), weight=y.numel())
+        self.val_nll.update(self.nll(x, y), weight=(y != -100).sum())
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
         self.val_nll.reset()
         chars_per_token = getattr(self.trainer.datamodule, "val_chars_per_token", 1.0)
-        self.log_dict(
-            {"val/loss": nll, "val/perplexity": nll.exp(), "val/bpc": nll / (math.log(2) * chars_per_token)},
-            prog_bar=True,
-        )
+        metrics = {
+            "val/loss": nll,
+            "val/perplexity": nll.exp(),
+            "val/bpc": nll / (math.log(2) * chars_per_token),
+        }
+        if self.hparams.bleu_samples and hasattr(self.trainer.datamodule, "bleu_pairs"):
+            metrics["val/bleu"] = self.corpus_bleu(self.trainer.datamodule)
+        self.log_dict(metrics, prog_bar=True)
+
+    @torch.no_grad()
+    def corpus_bleu(self, datamodule) -> torch.Tensor:
+        """Corpus BLEU (0-100) of greedy decodes of the datamodule's held-out prompts; each rank decodes a share."""
+        pairs = datamodule.bleu_pairs(self.hparams.bleu_samples)[self.global_rank :: self.trainer.world_size]
+        stop = getattr(datamodule, "eos_id", None)
+        hypotheses, references = [], []
+        for prompt, reference in pairs:
+            out = self.net.generate(
+                torch.tensor([prompt], device=self.device),
+                self.hparams.bleu_max_new_tokens,
+                temperature=0,
+                stop_token=stop,
+            )[0, len(prompt) :].tolist()
+            hypotheses.append(datamodule.tokenizer.decode(out[: out.index(stop)] if stop in out else out))
+            references.append([reference])
+        self.bleu.update(hypotheses, references)
+        score = self.bleu.compute() * 100
+        self.bleu.reset()
+        return score
 
     def configure_optimizers(self):
         hp = self.hparams

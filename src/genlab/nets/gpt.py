@@ -125,8 +125,12 @@ class GPT(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        stop_token: int | None = None,
     ) -> torch.Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T); temperature 0 is greedy."""
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); temperature 0 is greedy.
+
+        Stops early once every row has produced ``stop_token``.
+        """
         cache: KVCache | None = None
         for _ in range(max_new_tokens):
             if use_cache and cache is not None and cache[0][0].shape[2] < self.block_size:
@@ -136,6 +140,8 @@ class GPT(nn.Module):
                 cache = cache if use_cache and idx.shape[1] < self.block_size else None
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_token], dim=1)
+            if stop_token is not None and (idx[:, -max_new_tokens:] == stop_token).any(dim=1).all():
+                break
         return idx
 
 
