@@ -126,9 +126,9 @@ def test_short_shakespeare_run_beats_unigram_entropy(shakespeare, tmp_path):
         [
             "experiment=gpt_shakespeare_char_cpu",
             f"data.path={shakespeare}",
-            "trainer.max_steps=300",
-            "trainer.val_check_interval=150",
-            "trainer.limit_val_batches=50",
+            "trainer.max_steps=240",
+            "trainer.val_check_interval=120",
+            "trainer.limit_val_batches=20",
             "callbacks.progress_bar=null",
             "callbacks.text_samples.max_new_tokens=50",
         ],
