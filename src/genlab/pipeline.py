@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key and the fix."""
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(cfg.seed, workers=True)
     # EMA copies of networks are in eval mode on purpose.
@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     image_metrics = build_image_metrics(cfg)
     callbacks += [image_metrics] if image_metrics else []
-    callbacks.append(StoreConfig(config))
+    callbacks += [StoreConfig(config), *(extra_callbacks or [])]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
