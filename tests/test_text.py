@@ -211,3 +211,15 @@ def test_fast_dev_run_gpt_parallel_with_bleu(multi30k, tmp_path):
     overrides += ["debug=fast_dev_run", "model.bleu_samples=4", "model.bleu_max_new_tokens=8"]
     metrics = train(compose_train(overrides, tmp_path))
     assert 0 <= metrics["val/bleu"] <= 100 and math.isfinite(metrics["val/loss"])
+
+
+@pytest.mark.slow
+def test_sample_script_generates_text_from_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    quick = ["model=gpt", "data=text_docs", *TINY_GPT, "trainer=cpu", "trainer.max_steps=4"]
+    train(compose_train([*quick, "+trainer.limit_val_batches=1", "callbacks.progress_bar=null"], run))
+    out = tmp_path / "samples"
+    args = [f"ckpt_path={run}", "num_samples=3", "max_new_tokens=20", "prompt=The", f"hydra.run.dir={out}"]
+    run_script("sample.py", args, tmp_path)
+    texts = (out / "samples.txt").read_text().split("\n\n")
+    assert len(texts) >= 3 and all(t.startswith("The") for t in texts[:3])

@@ -105,12 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def sample(cfg: DictConfig) -> Path:
-    """Writes ``grid.png`` and ``cfg.num_samples`` images (PNGs or one .npz) from a checkpoint's model."""
-    import numpy as np
-    from torchvision.utils import save_image
-
-    from genlab.metrics.inception import to_uint8
-
+    """Writes samples of a checkpoint's model to the run dir: images (grid + files) or text."""
     _, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
@@ -118,28 +113,56 @@ def sample(cfg: DictConfig) -> Path:
         "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
     )
     model.to(device).eval()
+    out = Path(cfg.paths.output_dir)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if hasattr(model, "sample"):
+        sample_images(cfg, model, generator, out)
+    else:
+        sample_text(cfg, model, checkpoint, generator, out)
+    log.info("Wrote %d samples to %s", cfg.num_samples, out)
+    return out
+
+
+def sample_images(cfg: DictConfig, model: pl.LightningModule, generator: torch.Generator, out: Path) -> None:
+    import numpy as np
+    from torchvision.utils import save_image
+
+    from genlab.metrics.inception import to_uint8
+
     options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
     accepted = inspect.signature(model.sample).parameters
     if unknown := [k for k in options if k not in accepted]:
         raise ConfigError(f"{unknown} apply to diffusion models only; {type(model).__name__} takes neither.")
-    generator = torch.Generator().manual_seed(cfg.seed)
     images = torch.cat(
         [
             model.sample(min(cfg.batch_size, cfg.num_samples - start), generator=generator, **options).cpu()
             for start in range(0, cfg.num_samples, cfg.batch_size)
         ]
     )
-    out = Path(cfg.paths.output_dir)
     save_image(images[: cfg.nrow**2], out / "grid.png", nrow=cfg.nrow, normalize=True, value_range=(-1, 1))
-    pixels = to_uint8(images) if images.shape[1] == 3 else to_uint8(images)[:, :1]
     if cfg.format == "npz":
+        pixels = to_uint8(images)[:, : images.shape[1]]
         np.savez_compressed(out / "samples.npz", images=pixels.permute(0, 2, 3, 1).numpy())
-    else:
-        (out / "samples").mkdir(exist_ok=True)
-        for i, image in enumerate(images):
-            save_image(image, out / "samples" / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
-    log.info("Wrote %d samples to %s", len(images), out)
-    return out
+        return
+    (out / "samples").mkdir(exist_ok=True)
+    for i, image in enumerate(images):
+        save_image(image, out / "samples" / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+
+
+def sample_text(cfg: DictConfig, model, checkpoint: dict, generator: torch.Generator, out: Path) -> None:
+    """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt."""
+    from genlab.data.text import tokenizer_from_json
+
+    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "tokenizer" in v), None)
+    if state is None:
+        raise ConfigError("The checkpoint holds no tokenizer: was it trained on a genlab text datamodule?")
+    tokenizer = tokenizer_from_json(state["tokenizer"])
+    prompt = torch.tensor([tokenizer.encode(cfg.prompt)] * cfg.num_samples, device=model.device)
+    tokens = model.net.generate(
+        prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator
+    )
+    texts = [tokenizer.decode(row.tolist()) for row in tokens]
+    (out / "samples.txt").write_text("\n\n".join(texts))
 
 
 def build_image_metrics(cfg: DictConfig, required: bool = False) -> ImageMetrics | None:
