@@ -35,13 +35,14 @@ class LanguageModel(pl.LightningModule):
             raise ValueError(f"model.lr must be positive, got {lr}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
-        self.forward_net = torch.compile(net) if compile else net
+        if compile:
+            self.net.compile()  # in place: parameter names and checkpoints stay the same
         self.val_nll = MeanMetric()
         self.bleu = SacreBLEUScore()  # sacrebleu's 13a tokenisation, corpus-level
 
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean NLL over the target tokens (targets of -100, e.g. source and padding, are ignored)."""
-        logits, _ = self.forward_net(x)
+        logits, _ = self.net(x)
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
