@@ -7,7 +7,18 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_train
 
-GROUPS = ["model", "data", "trainer", "logger", "callbacks", "experiment", "debug", "paths", "hydra"]
+GROUPS = [
+    "model",
+    "data",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "hparams_search",
+    "debug",
+    "paths",
+    "hydra",
+]
 TEXT_DATA = ("text_docs", "text_file", "parallel")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
@@ -21,7 +32,7 @@ def test_option_composes_and_resolves(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if group == "data" and option == "image_folder":
         overrides.append(f"data.root={tmp_path}")
-    if option in TEXT_DATA or option == "gpt":  # text models and text data go together
+    if option in TEXT_DATA or option in ("gpt", "gpt_optuna"):  # text models and text data go together
         overrides += ["model=gpt"] if group == "data" else ["data=text_docs"]
     if option == "text_file":
         overrides.append(f"data.path={tmp_path}/corpus.txt")
