@@ -7,11 +7,10 @@ Writes bench/results/generation[_quick].json and prints the speed-up last.
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from _results import report
 
 from genlab.nets.gpt import GPT
 
@@ -47,11 +46,11 @@ def main() -> None:
         "device": "cpu",
         "threads": torch.get_num_threads(),
     }
-    out = Path(__file__).parent / "results" / f"generation{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    print(
-        f"KV-cache speed-up: {result['speedup']:.2f}x, identical greedy tokens: {result['identical_tokens']}"
+    report(
+        "generation",
+        args.quick,
+        result,
+        f"KV-cache speed-up: {result['speedup']:.2f}x, identical greedy tokens: {result['identical_tokens']}",
     )
 
 

@@ -10,7 +10,6 @@ trains the full 2000-step experiment and reports the validation loss it reaches 
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,6 +24,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GENLAB_ROOT", str(ROOT))
+
+from _results import report  # noqa: E402
 
 from genlab.data.text import TextFileDataModule  # noqa: E402
 from genlab.models.schedules import make_schedule  # noqa: E402
@@ -132,10 +133,9 @@ def main() -> None:
         result.update(
             val_loss=round(final["val/loss"], 4), val_perplexity=round(math.exp(final["val/loss"]), 3)
         )
-    out = Path(__file__).parent / "results" / f"gpt_throughput{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    print(f"genlab / plain PyTorch tokens/s ratio: {result['ratio']:.3f}")
+    report(
+        "gpt_throughput", args.quick, result, f"genlab / plain PyTorch tokens/s ratio: {result['ratio']:.3f}"
+    )
 
 
 if __name__ == "__main__":

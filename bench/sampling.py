@@ -7,11 +7,10 @@ Writes bench/results/sampling[_quick].json and prints the ratio last.
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from _results import report
 
 from genlab.models.diffusion import Diffusion
 from genlab.nets.unet import UNet
@@ -58,12 +57,11 @@ def main() -> None:
         "device": "cpu",
         "threads": torch.get_num_threads(),
     }
-    out = Path(__file__).parent / "results" / f"sampling{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    print(
-        f"DDIM/DDPM time ratio: {result['time_ratio']:.4f} (K/T = {K / T:.4f}), deterministic: {deterministic}"
+    report(
+        "sampling",
+        args.quick,
+        result,
+        f"DDIM/DDPM time ratio: {result['time_ratio']:.4f} (K/T = {K / T:.4f}), deterministic: {deterministic}",
     )
 
 
