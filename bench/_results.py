@@ -1,7 +1,15 @@
-"""Shared by the bench scripts: write a result JSON under bench/results/ and print it, headline last."""
+"""Shared by the bench scripts: the command line, and a result JSON under bench/results/ printed headline-last."""
 
+import argparse
 import json
 from pathlib import Path
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the script's docstring as help and the ``--quick`` (CI) switch."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    return parser
 
 
 def report(name: str, quick: bool, result: dict, headline: str) -> None:

@@ -6,20 +6,16 @@
 Writes bench/results/generation[_quick].json and prints the speed-up last.
 """
 
-import argparse
 import time
 
 import torch
-from _results import report
+from _results import bench_parser, report
 
 from genlab.nets.gpt import GPT
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
     layers, width, block, new = (4, 128, 128, 100) if args.quick else (6, 384, 256, 200)

@@ -9,7 +9,6 @@ trains the full 2000-step experiment and reports the validation loss it reaches 
     python bench/gpt_throughput.py --data ../shared/data/tinyshakespeare/input.txt [--quick]
 """
 
-import argparse
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GENLAB_ROOT", str(ROOT))
 
-from _results import report  # noqa: E402
+from _results import bench_parser, report  # noqa: E402
 
 from genlab.data.text import TextFileDataModule  # noqa: E402
 from genlab.models.schedules import make_schedule  # noqa: E402
@@ -99,11 +98,8 @@ def genlab_run(data: Path, overrides: list[str], callbacks: list[pl.Callback] | 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/tinyshakespeare/input.txt"))
-    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     data = Path(args.data)
     warmup, steps = (20, 60) if args.quick else (50, 300)

@@ -6,11 +6,10 @@
 Writes bench/results/sampling[_quick].json and prints the ratio last.
 """
 
-import argparse
 import time
 
 import torch
-from _results import report
+from _results import bench_parser, report
 
 from genlab.models.diffusion import Diffusion
 from genlab.nets.unet import UNet
@@ -23,10 +22,7 @@ def timed(fn) -> tuple[float, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
+    parser = bench_parser(__doc__)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     T, K, width = (200, 20, 16) if args.quick else (1000, 50, 32)
