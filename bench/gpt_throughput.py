@@ -60,7 +60,7 @@ def plain_pytorch(data: Path, warmup: int, steps: int) -> float:
     no_decay = [p for p in net.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=1e-3,
+        lr=2e-3,  # as experiment=gpt_shakespeare_char_cpu
         betas=(0.9, 0.99),
     )
     sched = make_schedule(opt, "cosine", 2000, 100, 0.1)

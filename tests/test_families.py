@@ -1,7 +1,6 @@
 """VAE and diffusion families (and the GAN) on every image datamodule, trainer option and sampler."""
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -164,18 +163,10 @@ def test_sample_script_gan_checkpoint(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["vae", "diffusion"])
-def test_bf16_mixed_and_ddp_cpu_with_fid(family, tmp_path, fid_weights):
+def test_bf16_mixed(family, tmp_path):
     base = [f"model={family}", *SMALL[family], *[q for q in QUICK if not q.startswith("model.")]]
-    metrics = train(compose_train([*base, "trainer.precision=bf16-mixed"], tmp_path / "bf16"))
+    metrics = train(compose_train([*base, "trainer.precision=bf16-mixed"], tmp_path))
     assert all(math.isfinite(v) for v in metrics.values())
-    ddp = tmp_path / "ddp"
-    args = [a for a in base if not a.startswith(("trainer=", "metrics=", "optimized_metric="))]
-    fid = [f"metrics.fid.weights_path={fid_weights}", "metrics.num_samples=10", "metrics.max_real=10"]
-    run_script("train.py", ["trainer=ddp_cpu", *args, *fid, f"hydra.run.dir={ddp}"], ddp)
-    last = torch.load(ddp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["global_step"] == 8  # 2 epochs x 4 batches per rank, one optimizer step each
-    final = json.loads((ddp / "metrics.json").read_text())
-    assert final["val/fid"] > 0 and "val/kid_mean" in final, "FID/KID of the family's samples"
 
 
 # ---- unit checks ----

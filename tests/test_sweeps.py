@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import QUICK, run_script
+from tests.wandb_reader import read_run
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +19,28 @@ def summary(sweep_dir) -> list[dict]:
     return rows
 
 
-def test_two_by_two_multirun_summary(tmp_path):
-    run_script(
-        "train.py", ["-m", "model.lr=1e-4,2e-4", "seed=1,2", *QUICK, f"hydra.sweep.dir={tmp_path}"], tmp_path
-    )
+def test_two_by_two_multirun_summary_and_wandb_group(tmp_path):
+    args = ["-m", "model.lr=1e-4,2e-4", "seed=1,2", *QUICK, "logger=wandb", "trainer.log_every_n_steps=1"]
+    args.append(f"hydra.sweep.dir={tmp_path}")
+    run_script("train.py", args, tmp_path)
     rows = summary(tmp_path)
     assert [r["status"] for r in rows] == ["completed"] * 4
     assert {r["overrides"].split(" ")[0] for r in rows} == {"model.lr=0.0001", "model.lr=0.0002"}
     assert all("train/g_loss" in r["metrics"] for r in rows)
+
+    runs = [read_run(next((tmp_path / str(job) / "wandb").glob("offline-run-*"))) for job in range(4)]
+    assert {r["run"].run_group for r in runs} == {f"{tmp_path.parent.name}_{tmp_path.name}"}, (
+        "one group per sweep"
+    )
+    for run in runs:
+        lr, seed = run["config"]["model"]["lr"], run["config"]["seed"]
+        assert run["run"].display_name == f"model.lr={lr},seed={seed}", "named by the swept values"
+        assert {f"model.lr={lr}", f"seed={seed}"} <= set(run["run"].tags)
+        keys = {key for row in run["history"] for key in row}
+        assert {"train/d_loss", "train/g_loss", "val/d_x", "val/d_g_z"} <= keys
+        unscoped = {k for k in keys if "/" not in k and not k.startswith("_")} - {"epoch"}
+        assert not unscoped, f"metrics outside train/ val/ test/ lr/: {unscoped}"
+    assert len({r["run"].display_name for r in runs}) == 4
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
@@ -61,3 +76,11 @@ def test_optuna_sweep_records_failed_trials_and_goes_on(tmp_path):
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     completed = [r["metrics"]["val/nelbo"] for r in rows if r["status"] == "completed"]
     assert best["best_value"] == pytest.approx(min(completed))
+
+
+def test_submitit_launcher_runs_jobs(tmp_path):
+    """The submitit plugin's local executor: the path hydra/launcher=slurm takes, without a cluster."""
+    args = ["-m", "hydra/launcher=submitit_local", "seed=1,2", *QUICK, f"hydra.sweep.dir={tmp_path}"]
+    run_script("train.py", args, tmp_path)
+    assert [r["status"] for r in summary(tmp_path)] == ["completed", "completed"]
+    assert list((tmp_path / ".submitit").glob("*")), "jobs went through submitit"

@@ -123,30 +123,9 @@ def test_n_critic_and_wgan_gp(tmp_path):
     assert ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12  # 8 D steps + 4 G steps
 
 
-def test_ddp_cpu_two_processes(tmp_path, fid_weights):
-    args = [a for a in QUICK if not a.startswith(("trainer=", "metrics=", "optimized_metric="))]
-    run_script(
-        "train.py",
-        [
-            "trainer=ddp_cpu",
-            *args,
-            f"metrics.fid.weights_path={fid_weights}",
-            "metrics.num_samples=10",
-            "metrics.max_real=10",
-            "metrics.every_n_epochs=1",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        tmp_path,
-    )
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["val/fid"] > 0
-    last = ckpt(tmp_path / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == 16  # each rank: 2 epochs x 4 batches x 2 optimizer steps
-    assert not (tmp_path / "outputs").exists()
-
-
-def test_wandb_offline_run_holds_metrics_and_images(tmp_path):
-    cfg = compose_train([*QUICK, "logger=wandb", "trainer.log_every_n_steps=1"], tmp_path)
+def test_wandb_offline_run_holds_metrics_images_and_checkpoints(tmp_path):
+    overrides = [*QUICK, "logger=wandb", "trainer.log_every_n_steps=1", "logger.wandb.log_model=true"]
+    cfg = compose_train(overrides, tmp_path)
     train(cfg)
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
@@ -159,6 +138,8 @@ def test_wandb_offline_run_holds_metrics_and_images(tmp_path):
     for name in grids:
         with Image.open(run_dir / "files" / name) as image:
             assert image.size == (274, 274), "8x8 grid of 32 px samples with 2 px padding"
+    originals = {json.loads(a.metadata)["original_filename"] for a in run["artifacts"] if a.type == "model"}
+    assert originals == {"last.ckpt", "best_epoch_001.ckpt"}, "checkpoints logged as model artifacts"
 
 
 def test_resume_continues_from_saved_step(tmp_path):

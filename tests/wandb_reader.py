@@ -37,9 +37,9 @@ def records(path: Path):
 
 
 def read_run(run_dir: Path) -> dict:
-    """``{"config": {...}, "history": [{key: value}], "run": RunRecord}`` of an offline run dir."""
+    """``{"config", "history": [{key: value}], "run": RunRecord, "artifacts": [ArtifactRecord]}`` of a run dir."""
     (log,) = Path(run_dir).glob("run-*.wandb")
-    out = {"config": {}, "history": [], "run": None}
+    out = {"config": {}, "history": [], "run": None, "artifacts": []}
     for record in records(log):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -49,6 +49,8 @@ def read_run(run_dir: Path) -> dict:
         elif kind == "config":
             for item in record.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
+        elif kind == "artifact":
+            out["artifacts"].append(record.artifact)
         elif kind == "history":
             out["history"].append(
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}

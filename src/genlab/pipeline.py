@@ -13,16 +13,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
+from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.run_config import CONFIG_KEY, StoreConfig
+from genlab.checks import ConfigError, check_trainer
 from genlab.utils.instantiate import instantiate_group
+from genlab.utils.wandb_runs import organise_wandb_runs
 
 log = logging.getLogger(__name__)
 INCEPTION_METRICS = ("val/fid", "val/kid_mean", "val/kid_std")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the fix."""
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
@@ -34,12 +33,14 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     datamodule = instantiate(cfg.data, _convert_="all")
     fill_vocab_size(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
+    check_trainer(cfg.trainer, model.automatic_optimization)
+    organise_wandb_runs(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     image_metrics = build_image_metrics(cfg)
     callbacks += [image_metrics] if image_metrics else []
-    callbacks += [StoreConfig(config), *(extra_callbacks or [])]
+    callbacks += [StoreConfig(config), RankSeed(cfg.seed), *(extra_callbacks or [])]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
@@ -89,13 +90,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(run_cfg.data, _convert_="all")
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
+    check_trainer(cfg.trainer, model.automatic_optimization)
     image_metrics = build_image_metrics(run_cfg, required=True)
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer),
+    trainer = instantiate(
+        cfg.trainer,
         logger=False,
         callbacks=[image_metrics] if image_metrics else [],
-        default_root_dir=cfg.paths.output_dir,
         enable_checkpointing=False,
+        _convert_="all",
     )
     trainer.validate(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)

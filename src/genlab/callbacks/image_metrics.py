@@ -3,7 +3,8 @@
 The model only needs ``sample(num, generator=None) -> images in [-1, 1]``. Real-image statistics
 are computed once per (dataset, split, resolution, extractor) and cached on disk; later
 evaluations embed generated images only. Under DDP every rank embeds its share of the samples and
-torchmetrics reduces the states, so each sample counts once.
+torchmetrics reduces the states, so each sample counts once and the value equals a
+single-process evaluation's.
 """
 
 import hashlib
@@ -105,12 +106,17 @@ class ImageMetrics(pl.Callback):
         if not self._real_cached:
             self._save_cache(trainer)
             self._real_cached = True
-        world, rank = trainer.world_size, trainer.global_rank
-        share = self.num_samples // world + (rank < self.num_samples % world)
-        generator = torch.Generator().manual_seed(self.seed + 7919 * rank + trainer.current_epoch)
-        for start in range(0, share, self.batch_size):
-            fake = pl_module.sample(min(self.batch_size, share - start), generator=generator)
-            self._update(to_uint8(fake), real=False)
+        # Batch b of the samples has its own seed and rank b % world draws it: the same images
+        # whatever the number of processes.
+        num_batches = -(-self.num_samples // self.batch_size)
+        for b in range(trainer.global_rank, num_batches, trainer.world_size):
+            size = min(self.batch_size, self.num_samples - b * self.batch_size)
+            generator = torch.Generator().manual_seed(self.seed + 1_000_003 * trainer.current_epoch + b)
+            self._update(to_uint8(pl_module.sample(size, generator=generator)), real=False)
+        if not self.fid.fake_features_num_samples:  # this rank drew no batch (fewer batches than ranks)
+            self.fid.orig_dtype = torch.float32  # set by update() in torchmetrics, read by compute()
+            if self.kid is not None:
+                self.kid.fake_features.append(self.kid.real_features[0][:0])
         pl_module.log("val/fid", self.fid.compute().float(), sync_dist=False, rank_zero_only=False)
         if self.kid is not None:
             self.kid.subset_size = min(self.kid_subset_size, self._num_real, self.num_samples)

@@ -13,6 +13,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.sampling import eval_sampler
+
 
 class CharTokenizer:
     """One token per character of the training text (sorted)."""
@@ -180,7 +182,9 @@ class TextDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.val_tokens, self.block_size, stride=self.block_size)
-        return DataLoader(windows, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            windows, self.batch_size, sampler=eval_sampler(windows), num_workers=self.num_workers
+        )
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
@@ -336,7 +340,9 @@ class ParallelDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_set, self.batch_size, sampler=eval_sampler(self.val_set), num_workers=self.num_workers
+        )
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
