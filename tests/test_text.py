@@ -198,6 +198,9 @@ def test_parallel_corpus_masks_source_and_checks_alignment(multi30k, tmp_path):
     (tmp_path / "train.en").write_text("one\n")
     with pytest.raises(ValueError, match="train.de has 2 lines but train.en has 1"):
         ParallelDataModule(root=str(tmp_path)).setup()
+    (tmp_path / "train.en").write_bytes("one\ntwo caf\xe9\n".encode("latin1"))
+    with pytest.raises(ValueError, match="train.en is not valid UTF-8.*iconv"):
+        ParallelDataModule(root=str(tmp_path)).setup()
 
 
 def test_fast_dev_run_gpt_parallel_with_bleu(multi30k, tmp_path):

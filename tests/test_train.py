@@ -54,7 +54,7 @@ def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
     fids = column(read_csv(run_dir), "val/fid")
     assert len(fids) == 2 and fids[-1] < fids[0], fids  # epochs 10 and 20
     last = ckpt(run_dir / "checkpoints" / "last.ckpt")
-    assert last["epoch"] == 20 and last["genlab_config"]["model"]["_target_"] == "genlab.models.gan.GAN"
+    assert last["epoch"] == 19 and last["genlab_config"]["model"]["_target_"] == "genlab.models.gan.GAN"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
@@ -146,7 +146,7 @@ def test_resume_continues_from_saved_step(tmp_path):
     first = tmp_path / "first"
     train(compose_train(QUICK, first))
     saved = ckpt(first / "checkpoints" / "last.ckpt")
-    assert (saved["epoch"], saved["global_step"]) == (2, 16)  # epochs completed
+    assert (saved["epoch"], saved["global_step"]) == (1, 16)  # saved at the end of epoch 1 (0-based)
 
     second = tmp_path / "second"
     train(
@@ -155,7 +155,7 @@ def test_resume_continues_from_saved_step(tmp_path):
         )
     )
     resumed = ckpt(second / "checkpoints" / "last.ckpt")
-    assert (resumed["epoch"], resumed["global_step"]) == (3, 24)
+    assert (resumed["epoch"], resumed["global_step"]) == (2, 24)
     epochs = {r["epoch"] for r in read_csv(second) if r["epoch"]}
     assert epochs == {"2"}, "only the new epoch was trained"
 
@@ -193,3 +193,8 @@ def test_debug_configs_run(option, tmp_path):
         assert "run_training_epoch" in report.read_text()
     if option == "fast_dev_run":
         assert not (tmp_path / "checkpoints").exists(), "fast_dev_run writes no checkpoints"
+
+
+def test_test_stage_logs_test_namespace(tmp_path):
+    metrics = train(compose_train([*QUICK, "test=true", "+trainer.limit_test_batches=2"], tmp_path))
+    assert {"test/d_x", "test/d_g_z", "val/d_x"} <= set(metrics)

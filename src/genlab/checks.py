@@ -1,5 +1,7 @@
 """Start-up checks of a composed config: invalid trainer combinations fail before any work is done."""
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,3 +49,45 @@ def check_trainer(trainer: DictConfig, automatic_optimization: bool = True) -> N
             f"trainer.devices={devices} but {torch.cuda.device_count()} GPU(s) are visible; "
             "lower trainer.devices or use trainer.num_nodes to span machines."
         )
+
+
+POSITIVE_KEYS = ("lr", "d_lr", "batch_size", "block_size")
+
+
+def check_positive(cfg: DictConfig) -> None:
+    """Learning rates and batch sizes in ``model`` and ``data`` must be > 0 (None = unset is fine)."""
+    for group in ("model", "data"):
+        node = cfg.get(group) or {}
+        for key in POSITIVE_KEYS:
+            value = node.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{group}.{key} must be positive, got {value}: e.g. {group}.{key}=...")
+
+
+def check_writable(directory: Path) -> None:
+    """The run's output dir can be created and written, before any work that would be lost."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"Cannot write to the output dir {directory} ({err.strerror or err}); "
+            "point hydra.run.dir (or paths.log_dir) at a writable location."
+        ) from None
+
+
+def check_image_shape(cfg: DictConfig) -> None:
+    """Every ``channels`` / ``resolution`` of the model's networks matches the images the data yields."""
+    data = cfg.get("data") or {}
+    for net_name, net in (cfg.get("model") or {}).items():
+        if not isinstance(net, DictConfig):
+            continue
+        for key in ("channels", "resolution"):
+            if key in net and key in data and net[key] != data[key]:
+                raise ConfigError(
+                    f"model.{net_name}.{key}={net[key]} but the data yields {key} {data[key]} "
+                    f"(data.{key}): images of the wrong size for the model. Set data.{key}={net[key]} "
+                    f"or leave model.{net_name}.{key} at its default ${{data.{key}}}."
+                )

@@ -15,9 +15,12 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
-from genlab.callbacks.run_config import CONFIG_KEY, StoreConfig
-from genlab.checks import ConfigError, check_trainer
+from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
+from genlab.callbacks.run_config import StoreConfig
+from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
+from genlab.checks import ConfigError, check_image_shape, check_positive, check_trainer, check_writable
 from genlab.utils.instantiate import instantiate_group
+from genlab.utils.secrets import redact
 from genlab.utils.wandb_runs import organise_wandb_runs
 
 log = logging.getLogger(__name__)
@@ -30,30 +33,39 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     # EMA copies of networks are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     output_dir = Path(cfg.paths.output_dir)
+    check_writable(output_dir)
+    check_positive(cfg)
+    check_image_shape(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     fill_vocab_size(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
+    if ckpt_path:
+        check_resumable(ckpt_path, cfg)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     image_metrics = build_image_metrics(cfg)
     callbacks += [image_metrics] if image_metrics else []
-    callbacks += [StoreConfig(config), RankSeed(cfg.seed), *(extra_callbacks or [])]
+    callbacks += [StoreConfig(config), RankSeed(cfg.seed), RNGState(), Preemption(output_dir / "checkpoints")]
+    callbacks += extra_callbacks or []
     loggers = instantiate_group(cfg.get("logger"))
+    plugins = [*instantiate(cfg.trainer.get("plugins") or [], _convert_="all"), AtomicCheckpointIO()]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="all"
     )
     for logger in loggers:
         logger.log_hyperparams(config)
 
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics = scalar_metrics(trainer.callback_metrics)
-        if cfg.get("test"):
-            trainer.test(model, datamodule=datamodule)
+        if cfg.get("test"):  # test/ metrics of the best checkpoint (the last weights without one)
+            best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(scalar_metrics(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
@@ -71,7 +83,7 @@ def fill_vocab_size(cfg: DictConfig, datamodule) -> None:
 def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
     """(resolved path, checkpoint, the training run's config) of a genlab checkpoint."""
     path = resolve_ckpt_path(ckpt_path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     if CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path} holds no genlab config ('{CONFIG_KEY}'): was it written by src/train.py?")
     return path, checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
@@ -99,7 +111,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_checkpointing=False,
         _convert_="all",
     )
-    trainer.validate(model, datamodule=datamodule)
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
+    (trainer.validate if cfg.split == "val" else trainer.test)(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))
     write_json({"ckpt_path": str(ckpt_path), **metrics}, Path(cfg.paths.output_dir) / "metrics.json")
@@ -192,18 +206,6 @@ def build_image_metrics(cfg: DictConfig, required: bool = False) -> ImageMetrics
         raise ConfigError(f"{message}, or train without FID: optimized_metric=null metrics=null.")
     log.warning("%s. Training without FID/KID.", message)
     return None
-
-
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """A checkpoint file, or a run dir (-> its checkpoints/last.ckpt)."""
-    if not ckpt_path:
-        return None
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}.")
-    return str(path)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -17,10 +17,13 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.metrics.inception import InceptionFeatures, find_inception_weights, to_uint8
+from genlab.models import eval_prefix
 
 
 class ImageMetrics(pl.Callback):
     """Logs ``val/fid`` (and ``val/kid_mean``, ``val/kid_std``) every ``every_n_epochs`` validations.
+
+    Under ``trainer.test`` the same metrics are logged as ``test/...``.
 
     ``fid``: ``weights_path`` (else ``$GENLAB_FID_WEIGHTS``, else torch hub's cache) and ``download``.
     ``kid``: ``enabled`` and ``subset_size`` (capped by the sample counts).
@@ -117,14 +120,20 @@ class ImageMetrics(pl.Callback):
             self.fid.orig_dtype = torch.float32  # set by update() in torchmetrics, read by compute()
             if self.kid is not None:
                 self.kid.fake_features.append(self.kid.real_features[0][:0])
-        pl_module.log("val/fid", self.fid.compute().float(), sync_dist=False, rank_zero_only=False)
+        prefix = eval_prefix(pl_module)
+        pl_module.log(f"{prefix}/fid", self.fid.compute().float(), sync_dist=False, rank_zero_only=False)
         if self.kid is not None:
             self.kid.subset_size = min(self.kid_subset_size, self._num_real, self.num_samples)
             kid_mean, kid_std = self.kid.compute()
-            pl_module.log_dict({"val/kid_mean": kid_mean.float(), "val/kid_std": kid_std.float()})
+            pl_module.log_dict({f"{prefix}/kid_mean": kid_mean.float(), f"{prefix}/kid_std": kid_std.float()})
         for metric in self._metrics():
             metric.reset()  # keeps the real statistics (reset_real_features=False)
             metric.inception.forget()
+
+    # trainer.test: the same, logged as test/fid, test/kid_*
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end
 
     def _update(self, images: torch.Tensor, real: bool) -> None:
         for metric in self._metrics():

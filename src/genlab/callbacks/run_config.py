@@ -4,7 +4,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-CONFIG_KEY = "genlab_config"
+from genlab.checkpoints import CONFIG_KEY
 
 
 class StoreConfig(pl.Callback):

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from genlab.data.sampling import eval_sampler
+from genlab.data.sampling import eval_sampler, train_loader
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -141,23 +141,17 @@ class ImageDataModule(pl.LightningDataModule):
         train, val = torch.utils.data.random_split(dataset, [len(dataset) - n_val, n_val], generator=g)
         return train, val
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle else eval_sampler(dataset),
-            drop_last=shuffle and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+    def _workers(self) -> dict:
+        return dict(
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return train_loader(self.train_set, self.batch_size, self.seed, **self._workers())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        sampler = eval_sampler(self.val_set)
+        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=sampler, **self._workers())
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

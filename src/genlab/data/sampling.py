@@ -1,8 +1,9 @@
-"""Evaluation sampling under DDP: every example exactly once, so reduced metrics equal single-process ones."""
+"""Samplers: exact-resume shuffling for training; every example exactly once per rank for evaluation."""
 
+import torch
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def eval_sampler(dataset: Dataset) -> Sampler | None:
@@ -13,3 +14,36 @@ def eval_sampler(dataset: Dataset) -> Sampler | None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return UnrepeatedDistributedSampler(dataset, shuffle=False)
     return None
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation each epoch drawn from ``(seed, epoch)`` alone, not from the global RNG.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed at an epoch boundary reads
+    the same batches in the same order as one that never stopped.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, **kwargs) -> DataLoader:
+    """Shuffled batches (last partial batch dropped when there is a full one) that resume exactly."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffle(len(dataset), seed),
+        drop_last=len(dataset) >= batch_size,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds, also off the global RNG
+        **kwargs,
+    )

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genlab.data.sampling import eval_sampler
+from genlab.data.sampling import eval_sampler, train_loader
 
 
 class CharTokenizer:
@@ -128,8 +128,10 @@ class TextDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         num_workers: int = 0,
         save_dir: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
         if batch_size <= 0 or block_size <= 0:
@@ -176,15 +178,16 @@ class TextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.train_tokens, self.block_size, stride=1)
-        return DataLoader(
-            windows, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
-        )
+        return train_loader(windows, self.batch_size, self.seed, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.val_tokens, self.block_size, stride=self.block_size)
         return DataLoader(
             windows, self.batch_size, sampler=eval_sampler(windows), num_workers=self.num_workers
         )
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
@@ -208,13 +211,7 @@ class TextFileDataModule(TextDataModule):
             raise FileNotFoundError(
                 f"data.path={self.path} is not a file: give the path of a UTF-8 text file."
             )
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(
-                f"{self.path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
-                f"`iconv -f latin1 -t utf-8 {self.path.name} > {self.path.stem}.utf8.txt`."
-            ) from None
+        return read_utf8(self.path)
 
 
 class TextDocsDataModule(TextDataModule):
@@ -228,10 +225,23 @@ class TextDocsDataModule(TextDataModule):
         return "\n\n".join(topics[key].strip() for key in sorted(topics))
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file (gzipped if it ends in .gz), or one error naming the file and the fix."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
+        ) from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines split on newlines only (not on other Unicode breaks, which would misalign a corpus)."""
+    lines = read_utf8(path).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 class ParallelDataModule(pl.LightningDataModule):
@@ -257,8 +267,10 @@ class ParallelDataModule(pl.LightningDataModule):
         save_dir: str | None = None,
         train_split: str = "train",
         val_split: str = "val",
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed
         self.root = Path(root).expanduser()
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
         self.block_size, self.batch_size, self.num_workers = block_size, batch_size, num_workers
@@ -335,14 +347,15 @@ class ParallelDataModule(pl.LightningDataModule):
         return self.val_pairs[:n]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
-        )
+        return train_loader(self.train_set, self.batch_size, self.seed, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
             self.val_set, self.batch_size, sampler=eval_sampler(self.val_set), num_workers=self.num_workers
         )
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models import eval_prefix
 from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
 
@@ -162,7 +163,10 @@ class Diffusion(pl.LightningModule):
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
         # Fixed timesteps and noise per batch: validation losses are comparable across epochs.
         generator = torch.Generator().manual_seed(10_000 + batch_idx)
-        self.log("val/loss", self.loss(self.sampling_net, x0, generator), prog_bar=True, sync_dist=True)
+        loss = self.loss(self.sampling_net, x0, generator)
+        self.log(f"{eval_prefix(self)}/loss", loss, prog_bar=True, sync_dist=True)
+
+    test_step = validation_step
 
     def configure_optimizers(self):
         hp = self.hparams

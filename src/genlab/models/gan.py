@@ -5,13 +5,17 @@ Lightning's ``trainer.global_step`` counts *optimizer* steps (D + G), so budget 
 ``trainer.max_epochs`` (or ``limit_train_batches``), not ``max_steps``.
 """
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from genlab.models import gan_losses
+from genlab.models import eval_prefix, gan_losses
 from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
+
+log = logging.getLogger(__name__)
 
 
 class GAN(pl.LightningModule):
@@ -28,6 +32,7 @@ class GAN(pl.LightningModule):
         grad_clip: float | None = None,
         lr_schedule: str = "constant",
         ema_decay: float | None = 0.999,
+        collapse_patience: int = 200,
     ):
         super().__init__()
         if loss not in gan_losses.LOSSES:
@@ -46,6 +51,7 @@ class GAN(pl.LightningModule):
         self.generator = generator
         self.discriminator = discriminator
         self.g_ema = EMA(generator, ema_decay) if ema_decay else None
+        self.collapsed_steps = 0
 
     # ---- sampling (the interface the image callbacks use) ----
     @property
@@ -88,6 +94,7 @@ class GAN(pl.LightningModule):
             },
             prog_bar=True,
         )
+        self._watch_collapse(real_logits, fake_logits)
 
         # Generator step every n_critic batches (D's parameters are frozen by toggle_optimizer).
         if (batch_idx + 1) % self.hparams.n_critic == 0:
@@ -103,6 +110,26 @@ class GAN(pl.LightningModule):
 
         for scheduler in self.lr_schedulers():
             scheduler.step()
+
+    def _watch_collapse(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        """Reports a discriminator that separates real from fake almost perfectly for ``collapse_patience``
+        D steps in a row (non-saturating loss): G then learns from vanishing gradients."""
+        patience = self.hparams.collapse_patience
+        if not patience or self.hparams.loss != "non_saturating":
+            return
+        d_x, d_g_z = float(self._score(real_logits)), float(self._score(fake_logits))
+        self.collapsed_steps = self.collapsed_steps + 1 if d_x > 0.99 and d_g_z < 0.01 else 0
+        self.log("train/d_collapsed", float(self.collapsed_steps >= patience))
+        if self.collapsed_steps == patience:
+            log.warning(
+                "Discriminator collapse at step %d: D(x)=%.3f, D(G(z))=%.4f for %d D steps in a row; the "
+                "generator gets almost no gradient. Try a lower model.d_lr, model.discriminator.norm=spectral "
+                "or model.loss=hinge.",
+                self.global_step,
+                d_x,
+                d_g_z,
+                patience,
+            )
 
     def _score(self, logits: torch.Tensor) -> torch.Tensor:
         """D's mean output: a probability for the BCE loss, the raw critic score otherwise."""
@@ -121,11 +148,13 @@ class GAN(pl.LightningModule):
         fake = self.sample(real.shape[0]).to(real.dtype)
         self.log_dict(
             {
-                "val/d_x": self._score(self.discriminator(real)),
-                "val/d_g_z": self._score(self.discriminator(fake)),
+                f"{eval_prefix(self)}/d_x": self._score(self.discriminator(real)),
+                f"{eval_prefix(self)}/d_g_z": self._score(self.discriminator(fake)),
             },
             sync_dist=True,
         )
+
+    test_step = validation_step
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
+from genlab.models import eval_prefix
 from genlab.models.schedules import make_schedule
 
 
@@ -59,13 +60,16 @@ class LanguageModel(pl.LightningModule):
         self.val_nll.reset()
         chars_per_token = getattr(self.trainer.datamodule, "val_chars_per_token", 1.0)
         metrics = {
-            "val/loss": nll,
-            "val/perplexity": nll.exp(),
-            "val/bpc": nll / (math.log(2) * chars_per_token),
+            "loss": nll,
+            "perplexity": nll.exp(),
+            "bpc": nll / (math.log(2) * chars_per_token),
         }
         if self.hparams.bleu_samples and hasattr(self.trainer.datamodule, "bleu_pairs"):
-            metrics["val/bleu"] = self.corpus_bleu(self.trainer.datamodule)
-        self.log_dict(metrics, prog_bar=True)
+            metrics["bleu"] = self.corpus_bleu(self.trainer.datamodule)
+        self.log_dict({f"{eval_prefix(self)}/{k}": v for k, v in metrics.items()}, prog_bar=True)
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
 
     @torch.no_grad()
     def corpus_bleu(self, datamodule) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models import eval_prefix
 from genlab.models.schedules import make_schedule
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
@@ -118,11 +119,14 @@ class VAE(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        metrics = {f"val/{k}": v for k, v in self.elbo_terms(x).items()}
+        metrics = self.elbo_terms(x)
         if self.hparams.iw_samples:
             iw_nll = self.importance_weighted_nll(x, self.hparams.iw_samples).mean()
-            metrics.update({"val/iw_nll": iw_nll, "val/iw_bpd": iw_nll / (x[0].numel() * math.log(2))})
-        self.log_dict(metrics, prog_bar=True, sync_dist=True)
+            metrics.update({"iw_nll": iw_nll, "iw_bpd": iw_nll / (x[0].numel() * math.log(2))})
+        prefix = eval_prefix(self)
+        self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
+
+    test_step = validation_step
 
     def configure_optimizers(self):
         hp = self.hparams

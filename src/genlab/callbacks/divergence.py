@@ -1,0 +1,75 @@
+"""Non-finite losses and gradients: detected before the optimizer step, logged, handled by a policy."""
+
+import copy
+import logging
+import math
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger(__name__)
+POLICIES = ("skip", "stop", "rollback")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced NaN/Inf and the policy is ``stop`` (or skipping/rolling back did not help)."""
+
+
+class DivergenceGuard(pl.Callback):
+    """Checks the loss and every gradient before each optimizer step (automatic and manual optimization).
+
+    ``policy``: ``skip`` drops the step (gradients cleared, parameters untouched); ``stop`` raises
+    :class:`DivergenceError` naming the step and loss (checkpoints already written stay valid);
+    ``rollback`` restores the weights and optimizer states of the last good snapshot (taken every
+    ``snapshot_every`` optimizer steps, in memory) and goes on. More than ``max_bad_steps``
+    consecutive bad steps stop the run under any policy. ``train/nonfinite_steps`` counts them.
+    """
+
+    def __init__(self, policy: str = "skip", max_bad_steps: int = 20, snapshot_every: int = 100):
+        if policy not in POLICIES:
+            raise ValueError(f"divergence policy {policy!r} is unknown; choose one of {POLICIES}")
+        self.policy, self.max_bad_steps, self.snapshot_every = policy, max_bad_steps, snapshot_every
+        self.loss = float("nan")
+        self.bad_steps = self.consecutive = 0
+        self.snapshot: dict | None = None
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        self.loss = float(loss.detach())
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+        finite = math.isfinite(self.loss) and bool(torch.isfinite(grad_norm))  # one sync per step
+        pl_module.log(
+            "train/nonfinite_steps", float(self.bad_steps + (not finite)), on_epoch=True, reduce_fx="max"
+        )
+        if finite:
+            self.consecutive = 0
+            if self.policy == "rollback" and trainer.global_step % self.snapshot_every == 0:
+                self._take_snapshot(trainer, pl_module)
+            return
+        self.bad_steps += 1
+        self.consecutive += 1
+        what = f"non-finite loss or gradient at step {trainer.global_step} (loss={self.loss})"
+        if self.policy == "stop" or self.consecutive > self.max_bad_steps:
+            raise DivergenceError(
+                f"Training diverged: {what}, {self.consecutive} bad step(s) in a row. Checkpoints written "
+                "so far are intact; resume from one with a lower model.lr, gradient clipping, or "
+                "callbacks.divergence.policy=skip|rollback."
+            )
+        for p in params:  # either policy drops this step's update
+            p.grad = None
+        if self.policy == "rollback" and self.snapshot is not None:
+            pl_module.load_state_dict(self.snapshot["model"])
+            for opt, state in zip(trainer.optimizers, self.snapshot["optimizers"]):
+                opt.load_state_dict(state)
+            log.warning("%s: rolled back to the snapshot of step %d", what, self.snapshot["step"])
+        else:
+            log.warning("%s: step skipped", what)
+
+    def _take_snapshot(self, trainer, pl_module) -> None:
+        self.snapshot = {
+            "step": trainer.global_step,
+            "model": copy.deepcopy(pl_module.state_dict()),
+            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
+        }

@@ -1,0 +1,127 @@
+"""Exact resume and preemption: RNG state in checkpoints, atomic checkpoint files, save on SIGTERM/SIGINT."""
+
+import logging
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+RNG_KEY = "genlab_rng"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and ints (loadable with ``torch.load(weights_only=True)``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, gauss]},
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], *numpy["gauss"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGState(pl.Callback):
+    """Saves the RNG states with every checkpoint and restores them on resume.
+
+    With them (and Lightning's own optimizer, scheduler, EMA and loop state) a run resumed from an
+    end-of-epoch checkpoint draws the same shuffling and noise as one that never stopped. Under DDP
+    each rank's state is saved by rank 0 only, so a resumed DDP run is reproducible but not identical.
+    """
+
+    def __init__(self):
+        self.restored: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[RNG_KEY] = rng_state()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if RNG_KEY in checkpoint and trainer.world_size == 1:
+            self.restored = checkpoint[RNG_KEY]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.restored is not None:  # after the sanity check, which draws random numbers too
+            set_rng_state(self.restored)
+            self.restored = None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same directory, then renames it into place.
+
+    A process killed mid-write (``kill -9``, OOM) leaves the previous checkpoint intact.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        fs = get_filesystem(path)
+        if fs.protocol not in ("file", ("file", "local")):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class Preemption(pl.Callback):
+    """On SIGTERM (preemption) or SIGINT (Ctrl-C) finish the current batch, save ``last.ckpt``, exit.
+
+    Lightning turns SIGTERM into a stop at the next batch boundary; SIGINT is routed the same way
+    (a second Ctrl-C interrupts at once). Resume with ``ckpt_path=<run dir>`` or ``ckpt_path=last``.
+    """
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+        self._previous_sigint = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def stop_after_batch(signum, frame) -> None:
+            log.warning("SIGINT: saving a checkpoint after this batch (Ctrl-C again to abort now)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            trainer._signal_connector.received_sigterm = True
+
+        try:
+            self._previous_sigint = signal.signal(signal.SIGINT, stop_after_batch)
+        except ValueError:  # not the main thread
+            self._previous_sigint = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            log.warning(
+                "Stopped by a signal at step %d; saved %s. Resume with ckpt_path=%s",
+                trainer.global_step,
+                self.path,
+                self.path.parent.parent,
+            )

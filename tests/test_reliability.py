@@ -1,0 +1,311 @@
+"""Reliability: exact resume, preemption, atomic checkpoints, divergence policies, bad input, safe loading."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from genlab.callbacks.divergence import DivergenceError
+from genlab.checkpoints import CheckpointError
+from genlab.checks import ConfigError
+from genlab.pipeline import train
+from tests.conftest import QUICK, ROOT, compose_train, run_script
+from tests.test_families import SMALL
+from tests.test_text import TINY_GPT
+
+FAMILY_ARGS = {
+    "gan": QUICK,
+    "vae": ["model=vae", *SMALL["vae"], *[q for q in QUICK if not q.startswith("model.")]],
+    "diffusion": ["model=diffusion", *SMALL["diffusion"], *[q for q in QUICK if not q.startswith("model.")]],
+    "gpt": [
+        "model=gpt",
+        "data=text_docs",
+        *TINY_GPT,
+        *[q for q in QUICK if not q.startswith(("model.", "metrics=", "optimized_metric="))],
+        "callbacks.text_samples.max_new_tokens=4",
+    ],
+}
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    """An interruption at an epoch boundary that leaves the run's own settings (and LR schedule) alone."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def val_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [
+            {k: v for k, v in r.items() if k.startswith("val/") and v}
+            for r in csv.DictReader(f)
+            if r.get("val/loss") or r.get("val/d_x") or r.get("val/nelbo")
+        ]
+
+
+def assert_same_tensors(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=0), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+# ---- resume ----
+@pytest.mark.parametrize("family", list(FAMILY_ARGS))
+def test_resume_reproduces_the_uninterrupted_run(family, tmp_path):
+    args = FAMILY_ARGS[family]
+    train(compose_train(args, tmp_path / "straight"))
+    train(compose_train(args, tmp_path / "stopped"), extra_callbacks=[StopAfterFirstEpoch()])
+    train(compose_train([*args, f"ckpt_path={tmp_path / 'stopped'}"], tmp_path / "resumed"))
+
+    straight = load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    assert (
+        2 * load(tmp_path / "stopped" / "checkpoints" / "last.ckpt")["global_step"] == straight["global_step"]
+    )
+    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert straight["global_step"] == resumed["global_step"]
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):  # EMA weights are in state_dict
+        assert_same_tensors(straight[key], resumed[key], key)
+    last_val = val_rows(tmp_path / "straight")[-1]
+    assert last_val == val_rows(tmp_path / "resumed")[-1], "the same validation metrics at the end"
+
+
+def test_ckpt_path_last_finds_the_newest_run(tmp_path):
+    train(compose_train(QUICK, tmp_path / "logs" / "old"))
+    train(compose_train([*QUICK, "trainer.max_epochs=3"], tmp_path / "logs" / "new"))
+    cfg = compose_train([*QUICK, "trainer.max_epochs=4", "ckpt_path=last"], tmp_path / "next")
+    cfg.paths.log_dir = str(tmp_path / "logs")
+    train(cfg)
+    assert load(tmp_path / "next" / "checkpoints" / "last.ckpt")["global_step"] == 32  # 3 epochs resumed + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_then_resume_finishes(signum, tmp_path):
+    run = tmp_path / "run"
+    args = [a for a in QUICK if "limit_train_batches" not in a and "max_epochs" not in a]
+    args += ["trainer.max_epochs=3", f"hydra.run.dir={run}"]
+    env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:  # the end of epoch 0
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 1
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=120)[0]
+    assert "Stopped by a signal" in output, output[-3000:]
+    saved = load(last)
+    assert 50 < saved["global_step"] < 150, "saved mid-run: an epoch is 25 batches x (D + G) = 50 steps"
+    assert not (run / "metrics.json").exists(), "the run did not pretend to finish"
+    run_script(
+        "train.py", [*args[:-1], f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path
+    )
+    assert load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 2
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys, torch
+from genlab.callbacks.resilience import AtomicCheckpointIO
+io, path = AtomicCheckpointIO(), sys.argv[1]
+io.save_checkpoint({"version": 1, "w": torch.ones(1000)}, path)
+real_save = torch.save
+def dying_save(obj, f, *args, **kwargs):
+    f.write(b"PK\\x03\\x04 half a checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = dying_save
+io.save_checkpoint({"version": 2, "w": torch.zeros(1000)}, path)
+"""
+
+
+def test_kill_9_during_checkpoint_write_keeps_the_previous_one(tmp_path):
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(path)], cwd=ROOT, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    checkpoint = load(path)
+    assert checkpoint["version"] == 1 and checkpoint["w"].sum() == 1000
+
+
+# ---- divergence ----
+class InjectNaN(pl.Callback):
+    """Poisons the gradients after the backward pass of optimizer step ``at``."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step == self.at:
+            for p in pl_module.parameters():
+                if p.grad is not None:
+                    p.grad.view(-1)[0] = float("nan")
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])  # manual and automatic optimization
+def test_nan_policy_skip(family, tmp_path):
+    metrics = train(compose_train(FAMILY_ARGS[family], tmp_path), extra_callbacks=[InjectNaN(at=4)])
+    assert metrics["train/nonfinite_steps"] == 1
+    state = load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_nan_policy_stop_names_the_step(tmp_path):
+    cfg = compose_train([*FAMILY_ARGS["vae"], "callbacks.divergence.policy=stop"], tmp_path)
+    with pytest.raises(DivergenceError, match=r"at step 5 \(loss=.*\).*lower model.lr"):
+        train(cfg, extra_callbacks=[InjectNaN(at=5)])
+    assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4, "the epoch-0 checkpoint is kept"
+
+
+def test_nan_policy_rollback_restores_the_snapshot(tmp_path, caplog):
+    overrides = [
+        *FAMILY_ARGS["vae"],
+        "callbacks.divergence.policy=rollback",
+        "callbacks.divergence.snapshot_every=2",
+    ]
+    metrics = train(compose_train(overrides, tmp_path), extra_callbacks=[InjectNaN(at=5)])
+    assert metrics["train/nonfinite_steps"] == 1
+    assert "rolled back to the snapshot of step 4" in caplog.text
+
+
+def test_discriminator_collapse_is_reported(tmp_path, caplog):
+    overrides = [
+        *QUICK,
+        "model.d_lr=0.05",
+        "model.lr=1e-9",
+        "model.collapse_patience=5",
+        "trainer.max_epochs=4",
+    ]
+    metrics = train(compose_train(overrides, tmp_path))
+    assert metrics["train/d_collapsed"] == 1.0
+    assert "Discriminator collapse at step" in caplog.text
+
+
+# ---- bad input ----
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (["data=mnist", "data.root=/nonexistent/data"], FileNotFoundError, "data.root"),
+        (["data.batch_size=0"], ConfigError, "data.batch_size must be positive, got 0"),
+        (["model.lr=-0.001"], ConfigError, "model.lr must be positive, got -0.001"),
+        (["model.generator.resolution=64"], ConfigError, "model.generator.resolution=64 but the data yields"),
+    ],
+)
+def test_bad_input_fails_with_one_clear_message(overrides, error, message, tmp_path):
+    with pytest.raises(error, match=message):
+        train(compose_train([*QUICK, *overrides], tmp_path))
+
+
+def test_empty_image_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = compose_train([*QUICK, "data=image_folder", f"data.root={tmp_path / 'empty'}"], tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="No images"):
+        train(cfg)
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="Cannot write to the output dir"):
+        train(compose_train(QUICK, blocker / "run"))
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("gan_run")
+    train(compose_train(QUICK, run))
+    return run
+
+
+def test_checkpoint_of_another_family_is_refused(gan_run, tmp_path):
+    cfg = compose_train([*FAMILY_ARGS["vae"], f"ckpt_path={gan_run}"], tmp_path)
+    with pytest.raises(ConfigError, match="was trained with genlab.models.gan.GAN, but this run builds"):
+        train(cfg)
+
+
+def test_truncated_checkpoint_is_refused(gan_run, tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((gan_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        train(compose_train([*QUICK, f"ckpt_path={broken}"], tmp_path / "run"))
+    proc = run_script("eval.py", [f"ckpt_path={broken}"], tmp_path, check=False)
+    assert proc.returncode != 0 and "truncated or corrupt" in proc.stderr
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused(gan_run, tmp_path):
+    Payload.marker = tmp_path / "pwned"
+    checkpoint = load(gan_run / "checkpoints" / "last.ckpt")
+    checkpoint["extra"] = Payload()
+    evil = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    proc = run_script("eval.py", [f"ckpt_path={evil}"], tmp_path, check=False)
+    assert proc.returncode != 0 and "refused" in proc.stderr
+    with pytest.raises(CheckpointError, match="refused"):
+        train(compose_train([*QUICK, f"ckpt_path={evil}"], tmp_path / "run"))
+    assert not Payload.marker.exists(), "the payload never ran"
+
+
+def test_secrets_stay_out_of_configs_and_checkpoints(tmp_path, monkeypatch):
+    from tests.wandb_reader import read_run
+
+    secret = "wandb-secret-0123456789"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    overrides = [*QUICK, "logger=wandb", "+notes=${oc.env:WANDB_API_KEY}", "+extra.hub_token=hf_abcdefgh123"]
+    train(compose_train(overrides, tmp_path))
+    checkpoint = load(tmp_path / "checkpoints" / "last.ckpt")
+    assert (
+        checkpoint["genlab_config"]["notes"] == "***"
+        and checkpoint["genlab_config"]["extra"]["hub_token"] == "***"
+    )
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    config = read_run(run_dir)["config"]
+    assert config["notes"] == "***" and config["extra"]["hub_token"] == "***"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and b"hf_abcdefgh123" not in data, path
+
+
+def test_redaction_keeps_ordinary_keys():
+    from genlab.utils.secrets import redact
+
+    config = {
+        "data": {"tokenizer": "bpe"},
+        "model": {"bleu_max_new_tokens": 64},
+        "x": {"api_key": "k", "token": "t"},
+    }
+    assert redact(config) == {
+        "data": {"tokenizer": "bpe"},
+        "model": {"bleu_max_new_tokens": 64},
+        "x": {"api_key": "***", "token": "***"},
+    }
