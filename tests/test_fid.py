@@ -122,3 +122,17 @@ def test_weights_lookup(tmp_path, monkeypatch, fid_weights):
     monkeypatch.delenv("GENLAB_FID_WEIGHTS")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert find_inception_weights(None, download=False) is None
+
+
+@pytest.mark.parametrize("n", [10, 200])  # fewer samples than dimensions (singular covariances), and more
+def test_symmetric_sqrt_fid_equals_torchmetrics_formula(n):
+    from torchmetrics.image.fid import _compute_fid
+
+    from genlab.metrics.fid import frechet_distance, psd_sqrt
+
+    g = torch.Generator().manual_seed(n)
+    real = torch.randn(n, 64, generator=g, dtype=torch.float64) @ torch.randn(64, 64, generator=g).double()
+    fake = torch.randn(n, 64, generator=g, dtype=torch.float64) * 1.5 + 0.3
+    (mu_r, cov_r), (mu_f, cov_f) = ((x.mean(0), torch.cov(x.T)) for x in (real, fake))
+    ours = frechet_distance(mu_r, psd_sqrt(cov_r), cov_r.trace(), mu_f, cov_f)
+    assert float(ours) == pytest.approx(float(_compute_fid(mu_r, cov_r, mu_f, cov_f)), rel=1e-7)

@@ -2,7 +2,6 @@
 
 import copy
 import logging
-import math
 
 import pytorch_lightning as pl
 import torch
@@ -22,27 +21,28 @@ class DivergenceGuard(pl.Callback):
     :class:`DivergenceError` naming the step and loss (checkpoints already written stay valid);
     ``rollback`` restores the weights and optimizer states of the last good snapshot (taken every
     ``snapshot_every`` optimizer steps, in memory) and goes on. More than ``max_bad_steps``
-    consecutive bad steps stop the run under any policy. ``train/nonfinite_steps`` counts them.
+    consecutive bad steps stop the run under any policy. ``train/nonfinite_steps`` (logged each epoch)
+    counts them.
     """
 
     def __init__(self, policy: str = "skip", max_bad_steps: int = 20, snapshot_every: int = 100):
         if policy not in POLICIES:
             raise ValueError(f"divergence policy {policy!r} is unknown; choose one of {POLICIES}")
         self.policy, self.max_bad_steps, self.snapshot_every = policy, max_bad_steps, snapshot_every
-        self.loss = float("nan")
+        self.loss = torch.tensor(float("nan"))
         self.bad_steps = self.consecutive = 0
         self.snapshot: dict | None = None
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        self.loss = float(loss.detach())
+        self.loss = loss.detach()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("train/nonfinite_steps", float(self.bad_steps))  # once per epoch: self.log is not free
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-        finite = math.isfinite(self.loss) and bool(torch.isfinite(grad_norm))  # one sync per step
-        pl_module.log(
-            "train/nonfinite_steps", float(self.bad_steps + (not finite)), on_epoch=True, reduce_fx="max"
-        )
+        finite = bool(torch.isfinite(self.loss).all() & torch.isfinite(grad_norm))  # one host sync per step
         if finite:
             self.consecutive = 0
             if self.policy == "rollback" and trainer.global_step % self.snapshot_every == 0:
@@ -50,7 +50,7 @@ class DivergenceGuard(pl.Callback):
             return
         self.bad_steps += 1
         self.consecutive += 1
-        what = f"non-finite loss or gradient at step {trainer.global_step} (loss={self.loss})"
+        what = f"non-finite loss or gradient at step {trainer.global_step} (loss={float(self.loss)})"
         if self.policy == "stop" or self.consecutive > self.max_bad_steps:
             raise DivergenceError(
                 f"Training diverged: {what}, {self.consecutive} bad step(s) in a row. Checkpoints written "

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from genlab.metrics.fid import FastFID
 from genlab.metrics.inception import InceptionFeatures, find_inception_weights, to_uint8
 from genlab.models import eval_prefix
 
@@ -51,7 +51,7 @@ class ImageMetrics(pl.Callback):
         self.kid_subset_size = kid.get("subset_size", 1000)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.every_n_epochs, self.seed = every_n_epochs, seed
-        self.fid: FrechetInceptionDistance | None = None
+        self.fid: FastFID | None = None
         self.kid: KernelInceptionDistance | None = None
         self._real_cached = False
         self._real_seen = 0
@@ -65,7 +65,7 @@ class ImageMetrics(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.fid is None:
             features = InceptionFeatures(self.weights_path)
-            self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+            self.fid = FastFID(feature=features, reset_real_features=False)
             if self.use_kid:
                 self.kid = KernelInceptionDistance(
                     feature=features, subset_size=self.kid_subset_size, reset_real_features=False

@@ -16,6 +16,7 @@ from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
 
 log = logging.getLogger(__name__)
+COLLAPSE_CHECK_EVERY = 10
 
 
 class GAN(pl.LightningModule):
@@ -51,7 +52,8 @@ class GAN(pl.LightningModule):
         self.generator = generator
         self.discriminator = discriminator
         self.g_ema = EMA(generator, ema_decay) if ema_decay else None
-        self.collapsed_steps = 0
+        self.collapse_streak = torch.zeros(())  # consecutive D steps with D(x) > 0.99, D(G(z)) < 0.01
+        self.d_steps, self.collapsed = 0, False
 
     # ---- sampling (the interface the image callbacks use) ----
     @property
@@ -112,24 +114,34 @@ class GAN(pl.LightningModule):
             scheduler.step()
 
     def _watch_collapse(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
-        """Reports a discriminator that separates real from fake almost perfectly for ``collapse_patience``
-        D steps in a row (non-saturating loss): G then learns from vanishing gradients."""
-        patience = self.hparams.collapse_patience
-        if not patience or self.hparams.loss != "non_saturating":
+        """Counts the D steps in a row in which D separates real from fake almost perfectly (non-saturating
+        loss): G then learns from vanishing gradients. The streak stays a tensor (no host sync per step)
+        and is read every ``COLLAPSE_CHECK_EVERY`` D steps and at epoch end."""
+        if not self.hparams.collapse_patience or self.hparams.loss != "non_saturating":
             return
-        d_x, d_g_z = float(self._score(real_logits)), float(self._score(fake_logits))
-        self.collapsed_steps = self.collapsed_steps + 1 if d_x > 0.99 and d_g_z < 0.01 else 0
-        self.log("train/d_collapsed", float(self.collapsed_steps >= patience))
-        if self.collapsed_steps == patience:
-            log.warning(
-                "Discriminator collapse at step %d: D(x)=%.3f, D(G(z))=%.4f for %d D steps in a row; the "
-                "generator gets almost no gradient. Try a lower model.d_lr, model.discriminator.norm=spectral "
-                "or model.loss=hinge.",
-                self.global_step,
-                d_x,
-                d_g_z,
-                patience,
-            )
+        separated = (self._score(real_logits) > 0.99) & (self._score(fake_logits) < 0.01)
+        self.collapse_streak = (self.collapse_streak + 1) * separated
+        self.d_steps += 1
+        if self.d_steps % COLLAPSE_CHECK_EVERY == 0:
+            self._check_collapse()
+
+    def _check_collapse(self) -> None:
+        streak = int(self.collapse_streak)
+        if self.collapsed or streak < self.hparams.collapse_patience:
+            return
+        self.collapsed = True
+        log.warning(
+            "Discriminator collapse at step %d: D(x)>0.99 and D(G(z))<0.01 for %d D steps in a row; the "
+            "generator gets almost no gradient. Try a lower model.d_lr, model.discriminator.norm=spectral "
+            "or model.loss=hinge.",
+            self.global_step,
+            streak,
+        )
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.collapse_patience and self.hparams.loss == "non_saturating":
+            self._check_collapse()
+            self.log("train/d_collapsed", float(self.collapsed))
 
     def _score(self, logits: torch.Tensor) -> torch.Tensor:
         """D's mean output: a probability for the BCE loss, the raw critic score otherwise."""

@@ -1,0 +1,204 @@
+"""Cost of one FID/KID evaluation of N generated images against N real ones, three ways, same images:
+
+(a) genlab, real statistics cached on disk: only the generated images are embedded;
+(b) genlab, cold cache: the real statistics are computed (and cached) too;
+(c) torch-fidelity's standalone ``calculate_metrics`` (no cache), the reference genlab must match.
+
+genlab runs as in training: its ImageMetrics callback in ``trainer.validate`` (see tests/test_fid.py).
+Real images: MNIST test images (32 px); "generated": the next N test images plus fixed Gaussian noise.
+Every timing includes building the Inception network and FID's 2048x2048 matrix square root, a
+fixed cost that dominates at small N: torch-fidelity and torchmetrics take general (non-symmetric)
+eigenvalues of S_r S_f, genlab symmetric eigendecompositions (timed alone without --quick).
+
+    python bench/eval_cost.py            # N=100 images per side
+    python bench/eval_cost.py --quick    # N=16 (CI)
+
+Data and weights from $GENLAB_SHARED (default ../shared): data/MNIST, weights/fid_inception_v3_2015_12_05.pth.
+Writes bench/results/eval_cost[_quick].json; prints the ratios (b)/(a) and (c)/(b) last.
+"""
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch_fidelity
+from _results import bench_parser, report
+from torch.utils.data import DataLoader, Dataset
+
+from genlab.callbacks.image_metrics import ImageMetrics
+from genlab.data.images import MNISTDataModule
+from genlab.metrics.fid import frechet_distance, psd_sqrt
+from genlab.metrics.inception import InceptionFeatures, to_uint8
+
+SHARED = Path(os.environ.get("GENLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
+
+
+class FixedSamples(pl.LightningModule):
+    """A 'generator' whose samples are a fixed image set, served in order."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.images, self.cursor = images, 0
+
+    def on_validation_epoch_start(self) -> None:
+        self.cursor = 0
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        pass
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = self.images[self.cursor : self.cursor + num]
+        self.cursor += num
+        return out
+
+
+class RealImages(pl.LightningDataModule):
+    dataset_id = "mnist-test-bench"
+
+    def __init__(self, images: torch.Tensor, batch_size: int):
+        super().__init__()
+        self.images, self.batch_size = images, batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.images, batch_size=self.batch_size)
+
+
+class UInt8Set(Dataset):
+    """torch-fidelity's tensor input: uint8 (3, H, W) images."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = to_uint8(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def genlab_eval(
+    real: torch.Tensor, fake: torch.Tensor, cache_dir: Path, batch: int
+) -> tuple[float, dict, int]:
+    """(seconds, metrics, real images embedded) of one ImageMetrics evaluation."""
+    start = time.perf_counter()
+    callback = ImageMetrics(
+        fid={"weights_path": str(WEIGHTS), "download": False},
+        kid={"subset_size": len(fake)},
+        num_samples=len(fake),
+        max_real=len(real),
+        batch_size=batch,
+        cache_dir=str(cache_dir),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (metrics,) = trainer.validate(FixedSamples(fake), datamodule=RealImages(real, batch), verbose=False)
+    return time.perf_counter() - start, metrics, callback._real_seen
+
+
+def fidelity_eval(real: torch.Tensor, fake: torch.Tensor, batch: int) -> tuple[float, dict]:
+    start = time.perf_counter()
+    metrics = torch_fidelity.calculate_metrics(
+        input1=UInt8Set(fake),
+        input2=UInt8Set(real),
+        cuda=False,
+        batch_size=batch,
+        fid=True,
+        kid=True,
+        kid_subset_size=len(fake),
+        feature_extractor_weights_path=str(WEIGHTS),
+        cache=False,
+        verbose=False,
+    )
+    return time.perf_counter() - start, metrics
+
+
+def matrix_sqrt_seconds() -> dict[str, float]:
+    """FID's fixed cost on 2048-d features: torchmetrics' general eigenvalues of S_r S_f vs genlab's
+    symmetric path (sqrt(S_r) once per real set, then the eigenvalues of sqrt(S_r) S_f sqrt(S_r))."""
+    a = torch.randn(2048, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sigma_r, sigma_f = a[:, :2048] @ a[:, :2048].T, a[:, 2048:] @ a[:, 2048:].T
+    times = {}
+    start = time.perf_counter()
+    torch.linalg.eigvals(sigma_r @ sigma_f)
+    times["torchmetrics_eigvals"] = time.perf_counter() - start
+    start = time.perf_counter()
+    sqrt_r = psd_sqrt(sigma_r)
+    times["genlab_real_sqrt"] = time.perf_counter() - start
+    start = time.perf_counter()
+    frechet_distance(a[:, 0], sqrt_r, sigma_r.trace(), a[:, 1], sigma_f)
+    times["genlab_per_evaluation"] = time.perf_counter() - start
+    return {k: round(v, 3) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--batch", type=int, default=64, help="Inception batch size (metrics.batch_size)")
+    args = parser.parse_args()
+    n = 16 if args.quick else 100
+    for message in (
+        ".*does not have many workers.*",
+        ".*will save all extracted features.*",
+        ".*worker processes.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+    dm = MNISTDataModule(root=str(SHARED / "data"), resolution=32, channels=1)
+    dm.setup()
+    images = torch.stack([dm.val_set[i] for i in range(2 * n)])
+    noise = torch.randn(images[n:].shape, generator=torch.Generator().manual_seed(0))
+    real, fake = images[:n], (images[n:] + 0.3 * noise).clamp(-1, 1)
+    InceptionFeatures(WEIGHTS)(to_uint8(real[:2]))  # warm-up: weights file read, CPU kernels
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold_s, cold, cold_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
+        cached_s, cached, cached_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
+    ref_s, ref = fidelity_eval(real, fake, args.batch)
+    sqrt_s = None if args.quick else matrix_sqrt_seconds()
+
+    fid, fid_ref = cold["val/fid"], ref["frechet_inception_distance"]
+    kid, kid_ref = cold["val/kid_mean"], ref["kernel_inception_distance_mean"]
+    fid_rel = abs(fid - fid_ref) / abs(fid_ref)
+    result = {
+        "images_per_side": n,
+        "batch": args.batch,
+        "genlab_cached_seconds": round(cached_s, 3),
+        "genlab_recompute_seconds": round(cold_s, 3),
+        "torch_fidelity_seconds": round(ref_s, 3),
+        "fid_matrix_sqrt_seconds": sqrt_s,  # FID's fixed cost, timed alone (not in --quick)
+        "real_embedded": {"cached": cached_real, "recompute": cold_real},
+        "ratio_recompute_over_cached": round(cold_s / cached_s, 3),
+        "ratio_torch_fidelity_over_genlab_recompute": round(ref_s / cold_s, 3),
+        "fid_genlab": round(fid, 4),
+        "fid_genlab_cached": round(cached["val/fid"], 4),
+        "fid_torch_fidelity": round(fid_ref, 4),
+        "fid_rel_diff": float(f"{fid_rel:.2e}"),
+        "fid_agree_1e-3": fid_rel < 1e-3,
+        "kid_genlab": float(f"{kid:.6g}"),
+        "kid_torch_fidelity": float(f"{kid_ref:.6g}"),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    report(
+        "eval_cost",
+        args.quick,
+        result,
+        f"FID {fid:.3f} (torch-fidelity {fid_ref:.3f}, agree: {result['fid_agree_1e-3']}); "
+        f"recompute/cached time {result['ratio_recompute_over_cached']:.2f}, "
+        f"torch-fidelity/genlab recompute time {result['ratio_torch_fidelity_over_genlab_recompute']:.2f}",
+    )
+
+
+if __name__ == "__main__":
+    main()
