@@ -26,18 +26,17 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from _results import bench_parser, report
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, SHARED, BatchTimer, compose_train  # noqa: E402
+from _results import bench_parser, report  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 from tests.datasets import write_celeba, write_cifar10, write_idx, write_image_folder  # noqa: E402
 
-SHARED = Path(os.environ.get("GENLAB_SHARED", ROOT.parent / "shared"))
 DATAMODULES = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder")
 
 
@@ -56,13 +55,6 @@ def write_datasets(tmp: Path, n: int) -> dict[str, Path]:
     return {"mnist": SHARED / "data", **roots}
 
 
-def compose_config(name: str, root: Path | None) -> DictConfig:
-    overrides = [f"data={name}", "model=gan"] + ([f"data.root={root}"] if root else [])
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
 def cycle(loader: DataLoader) -> Iterator[torch.Tensor]:
     while True:
         yield from loader
@@ -79,26 +71,12 @@ def loader_rate(dm: pl.LightningDataModule, warmup: int, batches: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-class StepTimer(pl.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
-
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.end = time.perf_counter()
-
-
 def model_rate(cfg: DictConfig, warmup: int, steps: int) -> float:
     """Images/s of the GAN's training steps on one in-memory batch, repeated (no loading cost)."""
     torch.manual_seed(0)
     data = cfg.data
     batch = torch.rand(data.batch_size, data.channels, data.resolution, data.resolution) * 2 - 1
-    timer = StepTimer(warmup)
+    timer = BatchTimer(warmup, warmup + steps)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -111,7 +89,7 @@ def model_rate(cfg: DictConfig, warmup: int, steps: int) -> float:
     )
     loader = DataLoader([batch] * (warmup + steps), batch_size=None)  # the same batch, as is
     trainer.fit(instantiate(cfg.model, _convert_="all"), train_dataloaders=loader)
-    return steps * data.batch_size / (timer.end - timer.start)
+    return steps * data.batch_size / timer.seconds
 
 
 def main() -> None:
@@ -132,7 +110,8 @@ def main() -> None:
         roots = write_datasets(Path(tmp), n)
         written_s = time.perf_counter() - start
         for name in DATAMODULES:
-            cfg = compose_config(name, roots.get(name))
+            root = roots.get(name)
+            cfg = compose_train([f"data={name}", "model=gan", *([f"data.root={root}"] if root else [])])
             dm = instantiate(cfg.data, _convert_="all")
             dm.setup("fit")
             key = (dm.batch_size, dm.channels, dm.resolution)

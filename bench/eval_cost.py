@@ -161,10 +161,16 @@ def main() -> None:
     real, fake = images[:n], (images[n:] + 0.3 * noise).clamp(-1, 1)
     InceptionFeatures(WEIGHTS)(to_uint8(real[:2]))  # warm-up: weights file read, CPU kernels
 
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cold_s, cold, cold_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
-        cached_s, cached, cached_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
-    ref_s, ref = fidelity_eval(real, fake, args.batch)
+    cold_times, cached_times, ref_times = [], [], []
+    for _ in range(1 if args.quick else 2):  # alternating rounds, best of each: this machine is noisy
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cold_s, cold, cold_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
+            cached_s, cached, cached_real = genlab_eval(real, fake, Path(cache_dir), args.batch)
+        ref_s, ref = fidelity_eval(real, fake, args.batch)
+        cold_times.append(cold_s)
+        cached_times.append(cached_s)
+        ref_times.append(ref_s)
+    cold_s, cached_s, ref_s = min(cold_times), min(cached_times), min(ref_times)
     sqrt_s = None if args.quick else matrix_sqrt_seconds()
 
     fid, fid_ref = cold["val/fid"], ref["frechet_inception_distance"]

@@ -71,11 +71,14 @@ def train_run(tmp: Path, python_flags: tuple[str, ...] = ()) -> tuple[float, flo
 
 
 def bare_import(python_flags: tuple[str, ...] = ()) -> tuple[float, str]:
-    """(seconds, stderr) of ``python -c "import torch, pytorch_lightning"``."""
+    """(seconds from launch until ``import torch, pytorch_lightning`` is done, stderr): the same clock as the
+    probe's, so neither side counts the interpreter's exit (which takes a while after torch)."""
+    code = "import torch, pytorch_lightning, time; print(time.time())"
     start = time.time()
-    cmd = [sys.executable, *python_flags, "-c", "import torch, pytorch_lightning"]
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return time.time() - start, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, *python_flags, "-c", code], check=True, capture_output=True, text=True
+    )
+    return float(proc.stdout.split()[-1]) - start, proc.stderr
 
 
 def parse_importtime(stderr: str) -> list[tuple[str, float, float, int]]:
