@@ -18,7 +18,7 @@ Writes bench/results/eval_cost[_quick].json; prints the ratios (b)/(a) and (c)/(
 """
 
 import logging
-import os
+import sys
 import tempfile
 import time
 import warnings
@@ -27,59 +27,18 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch_fidelity
+from _common import ROOT, SHARED
 from _results import bench_parser, report
-from torch.utils.data import DataLoader, Dataset
 
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.data.images import MNISTDataModule
 from genlab.metrics.fid import frechet_distance, psd_sqrt
 from genlab.metrics.inception import InceptionFeatures, to_uint8
 
-SHARED = Path(os.environ.get("GENLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+sys.path.insert(0, str(ROOT))
+from tests.fixed_images import FixedSamples, RealImages, UInt8Set  # noqa: E402
+
 WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
-
-
-class FixedSamples(pl.LightningModule):
-    """A 'generator' whose samples are a fixed image set, served in order."""
-
-    def __init__(self, images: torch.Tensor):
-        super().__init__()
-        self.images, self.cursor = images, 0
-
-    def on_validation_epoch_start(self) -> None:
-        self.cursor = 0
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        pass
-
-    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        out = self.images[self.cursor : self.cursor + num]
-        self.cursor += num
-        return out
-
-
-class RealImages(pl.LightningDataModule):
-    dataset_id = "mnist-test-bench"
-
-    def __init__(self, images: torch.Tensor, batch_size: int):
-        super().__init__()
-        self.images, self.batch_size = images, batch_size
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.images, batch_size=self.batch_size)
-
-
-class UInt8Set(Dataset):
-    """torch-fidelity's tensor input: uint8 (3, H, W) images."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = to_uint8(images)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
 
 
 def genlab_eval(
@@ -102,7 +61,9 @@ def genlab_eval(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    (metrics,) = trainer.validate(FixedSamples(fake), datamodule=RealImages(real, batch), verbose=False)
+    (metrics,) = trainer.validate(
+        FixedSamples(fake), datamodule=RealImages(real, batch, dataset_id="mnist-test-bench"), verbose=False
+    )
     return time.perf_counter() - start, metrics, callback._real_seen
 
 

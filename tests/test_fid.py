@@ -4,53 +4,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch_fidelity
-from torch.utils.data import DataLoader, Dataset
 
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.data.images import MNISTDataModule
 from genlab.metrics.inception import find_inception_weights, to_uint8
+from tests.fixed_images import FixedSamples, RealImages, UInt8Set
 
 N = 40
-
-
-class FixedSamples(pl.LightningModule):
-    """A 'generator' whose samples are a fixed image set, served in order."""
-
-    def __init__(self, images: torch.Tensor):
-        super().__init__()
-        self.images, self.cursor = images, 0
-
-    def on_validation_epoch_start(self):
-        self.cursor = 0
-
-    def validation_step(self, batch, batch_idx):
-        pass
-
-    def sample(self, num, generator=None):
-        out = self.images[self.cursor : self.cursor + num]
-        self.cursor += num
-        return out.to(self.device)
-
-
-class RealImages(pl.LightningDataModule):
-    def __init__(self, images):
-        super().__init__()
-        self.images = images
-        self.dataset_id = "mnist-test-slice"
-
-    def val_dataloader(self):
-        return DataLoader(self.images, batch_size=16)
-
-
-class UInt8Set(Dataset):
-    def __init__(self, images):
-        self.images = to_uint8(images)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,50 @@
+"""Fixed image sets as a 'generator', a datamodule and torch-fidelity input: FID/KID on chosen images."""
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from genlab.metrics.inception import to_uint8
+
+
+class FixedSamples(pl.LightningModule):
+    """A 'generator' whose samples are a fixed image set, served in order."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.images, self.cursor = images, 0
+
+    def on_validation_epoch_start(self) -> None:
+        self.cursor = 0
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        pass
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = self.images[self.cursor : self.cursor + num]
+        self.cursor += num
+        return out.to(self.device)
+
+
+class RealImages(pl.LightningDataModule):
+    """The real images' validation loader; ``dataset_id`` names their cached statistics."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int = 16, dataset_id: str = "mnist-test-slice"):
+        super().__init__()
+        self.images, self.batch_size, self.dataset_id = images, batch_size, dataset_id
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.images, batch_size=self.batch_size)
+
+
+class UInt8Set(Dataset):
+    """torch-fidelity's tensor input: uint8 (3, H, W) images."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = to_uint8(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
