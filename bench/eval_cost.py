@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch_fidelity
 from _common import ROOT, SHARED
 from _results import bench_parser, report
 
@@ -36,7 +35,7 @@ from genlab.metrics.fid import frechet_distance, psd_sqrt
 from genlab.metrics.inception import InceptionFeatures, to_uint8
 
 sys.path.insert(0, str(ROOT))
-from tests.fixed_images import FixedSamples, RealImages, UInt8Set  # noqa: E402
+from tests.fixed_images import FixedSamples, RealImages, torch_fidelity_metrics  # noqa: E402
 
 WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
 
@@ -69,18 +68,7 @@ def genlab_eval(
 
 def fidelity_eval(real: torch.Tensor, fake: torch.Tensor, batch: int) -> tuple[float, dict]:
     start = time.perf_counter()
-    metrics = torch_fidelity.calculate_metrics(
-        input1=UInt8Set(fake),
-        input2=UInt8Set(real),
-        cuda=False,
-        batch_size=batch,
-        fid=True,
-        kid=True,
-        kid_subset_size=len(fake),
-        feature_extractor_weights_path=str(WEIGHTS),
-        cache=False,
-        verbose=False,
-    )
+    metrics = torch_fidelity_metrics(real, fake, WEIGHTS, batch_size=batch, kid_subset_size=len(fake))
     return time.perf_counter() - start, metrics
 
 

@@ -48,3 +48,20 @@ class UInt8Set(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i]
+
+
+def torch_fidelity_metrics(real: torch.Tensor, fake: torch.Tensor, weights, **kwargs) -> dict:
+    """The reference FID/KID: torch-fidelity's ``calculate_metrics`` on the same images, CPU, no cache."""
+    import torch_fidelity
+
+    return torch_fidelity.calculate_metrics(
+        input1=UInt8Set(fake),
+        input2=UInt8Set(real),
+        cuda=False,
+        fid=True,
+        kid=True,
+        feature_extractor_weights_path=str(weights),
+        cache=False,
+        verbose=False,
+        **kwargs,
+    )

@@ -3,12 +3,11 @@
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch_fidelity
 
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.data.images import MNISTDataModule
 from genlab.metrics.inception import find_inception_weights, to_uint8
-from tests.fixed_images import FixedSamples, RealImages, UInt8Set
+from tests.fixed_images import FixedSamples, RealImages, torch_fidelity_metrics
 
 N = 40
 
@@ -40,18 +39,7 @@ def test_fid_and_kid_match_torch_fidelity_and_cache_real_stats(image_sets, fid_w
     assert first._real_seen == N
     assert list(tmp_path.glob("mnist-test-slice-real40-*.pt")), "real statistics cached on disk"
 
-    reference = torch_fidelity.calculate_metrics(
-        input1=UInt8Set(fake),
-        input2=UInt8Set(real),
-        cuda=False,
-        fid=True,
-        kid=True,
-        kid_subsets=1,
-        kid_subset_size=N,
-        feature_extractor_weights_path=str(fid_weights),
-        cache=False,
-        verbose=False,
-    )
+    reference = torch_fidelity_metrics(real, fake, fid_weights, kid_subsets=1, kid_subset_size=N)
     fid_ref = reference["frechet_inception_distance"]
     assert fid_ref > 10.0, "two different image sets"
     assert abs(ours["val/fid"] - fid_ref) / fid_ref < 1e-3
