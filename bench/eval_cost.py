@@ -61,7 +61,7 @@ def genlab_eval(
         enable_model_summary=False,
     )
     (metrics,) = trainer.validate(
-        FixedSamples(fake), datamodule=RealImages(real, batch, dataset_id="mnist-test-bench"), verbose=False
+        FixedSamples(fake), datamodule=RealImages(real, batch, name="mnist-test-bench"), verbose=False
     )
     return time.perf_counter() - start, metrics, callback._real_seen
 
@@ -105,7 +105,7 @@ def main() -> None:
 
     dm = MNISTDataModule(root=str(SHARED / "data"), resolution=32, channels=1)
     dm.setup()
-    images = torch.stack([dm.val_set[i] for i in range(2 * n)])
+    images = torch.stack([dm.test_set[i] for i in range(2 * n)])
     noise = torch.randn(images[n:].shape, generator=torch.Generator().manual_seed(0))
     real, fake = images[:n], (images[n:] + 0.3 * noise).clamp(-1, 1)
     InceptionFeatures(WEIGHTS)(to_uint8(real[:2]))  # warm-up: weights file read, CPU kernels

@@ -6,10 +6,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from genlab.cli import report_user_errors
+
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     from genlab.pipeline import train  # deferred: `--help` and config errors stay fast
 

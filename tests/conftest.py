@@ -72,6 +72,21 @@ def run_script(
     return proc
 
 
+# Small networks of the image families and of the GPT, shared by the tests that train real runs.
+SMALL = {
+    "gan": ["model.generator.width=8", "model.discriminator.width=8"],
+    "vae": ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"],
+    "diffusion": [
+        "model.net.width=16",
+        "model.net.channel_mults=[1,2]",
+        "model.net.num_res_blocks=1",
+        "model.net.attention_resolutions=[8]",
+        "model.sample_steps=5",
+        "model.warmup_steps=10",
+    ],
+}
+TINY_GPT = ["model.net.n_layer=2", "model.net.n_head=2", "model.net.n_embd=32", "data.block_size=32"]
+
 # Small, quick settings shared by the training tests (a few batches of digits, no FID).
 QUICK = [
     "trainer=cpu",
@@ -84,3 +99,14 @@ QUICK = [
     "optimized_metric=null",
     "callbacks.progress_bar=null",
 ]
+
+
+def assert_user_error(proc, message: str) -> None:
+    """A user error as a user sees it: non-zero exit, one ``Error:`` line holding ``message``, no traceback."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"expected a failure:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], (
+        f"expected one 'Error: ...{message}...' line:\n{output[-3000:]}"
+    )

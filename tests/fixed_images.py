@@ -20,6 +20,9 @@ class FixedSamples(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         pass
 
+    on_test_epoch_start = on_validation_epoch_start
+    test_step = validation_step
+
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         out = self.images[self.cursor : self.cursor + num]
         self.cursor += num
@@ -27,14 +30,27 @@ class FixedSamples(pl.LightningModule):
 
 
 class RealImages(pl.LightningDataModule):
-    """The real images' validation loader; ``dataset_id`` names their cached statistics."""
+    """Real images as the validation loader (and ``test_images`` as the test loader); ``split_id``
+    names their cached statistics: ``name`` for val, ``name-test`` for test."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int = 16, dataset_id: str = "mnist-test-slice"):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batch_size: int = 16,
+        name: str = "mnist-test-slice",
+        test_images: torch.Tensor | None = None,
+    ):
         super().__init__()
-        self.images, self.batch_size, self.dataset_id = images, batch_size, dataset_id
+        self.images, self.batch_size, self.name, self.test_images = images, batch_size, name, test_images
+
+    def split_id(self, split: str) -> str:
+        return self.name if split == "val" else f"{self.name}-{split}"
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.images, batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_images, batch_size=self.batch_size)
 
 
 class UInt8Set(Dataset):

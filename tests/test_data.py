@@ -1,6 +1,12 @@
-"""Image datamodules on real data (../shared MNIST) and on small folders written in each layout."""
+"""Image datamodules on real data (../shared MNIST) and on small folders written in each layout;
+train, val and test splits are disjoint, and test metrics come from the test split."""
+
+import hashlib
+import math
+import re
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from genlab.data.images import (
@@ -11,7 +17,11 @@ from genlab.data.images import (
     FashionMNISTDataModule,
     ImageFolderDataModule,
     MNISTDataModule,
+    _read_idx_images,
 )
+from genlab.errors import ConfigError
+from genlab.pipeline import train
+from tests.conftest import compose_train
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
 
 
@@ -30,14 +40,88 @@ def check_images(batch, channels, resolution):
 def test_digits_is_embedded_and_resized():
     dm = DigitsDataModule(resolution=32, channels=1, batch_size=16)
     check_images(first_batch(dm), 1, 32)
-    assert len(dm.train_set) + len(dm.val_set) == 1797
+    assert len(dm.train_set) + len(dm.val_set) == 1797 and dm.test_set is None
 
 
 def test_mnist_from_shared_gz_files(mnist_root):
     dm = MNISTDataModule(root=str(mnist_root), resolution=32, channels=1, batch_size=8)
     check_images(first_batch(dm, "val"), 1, 32)
-    assert (len(dm.train_set), len(dm.val_set)) == (60000, 10000)
-    assert dm.dataset_id == "mnist-val10000-1x32px"
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (54000, 6000, 10000)
+    assert dm.has_test_split
+    assert re.fullmatch(r"mnist-val6000-1x32px-[0-9a-f]{8}", dm.split_id("val"))
+    assert re.fullmatch(r"mnist-test10000-1x32px-[0-9a-f]{8}", dm.split_id("test"))
+    other_seed = MNISTDataModule(root=str(mnist_root), resolution=32, channels=1, seed=1)
+    assert other_seed.split_id("val") != dm.split_id("val"), "another seed carves other val images"
+    assert other_seed.split_id("test") == dm.split_id("test"), "the official test set whatever the seed"
+    with pytest.raises(ConfigError, match="official test set"):
+        MNISTDataModule(root=str(mnist_root), test_fraction=0.1)
+
+
+def image_hashes(loader) -> list[bytes]:
+    """A content hash of every image the loader yields."""
+    return [hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for batch in loader for x in batch]
+
+
+def test_mnist_splits_share_no_image(mnist_root):
+    """No test image is trained or validated on, no validation image is trained on (by content).
+
+    MNIST's raw files hold 60,000 distinct training and 10,000 distinct t10k images and share
+    none (0 exact duplicates, counted below): no pair needs excluding.
+    """
+    raw = mnist_root / "MNIST" / "raw"
+    files = [_read_idx_images(raw / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")]
+    train_raw, test_raw = ({a.tobytes() for a in images} for images in files)
+    raw_shared = train_raw & test_raw
+    assert (len(train_raw), len(test_raw), len(raw_shared)) == (60000, 10000, 0)
+
+    dm = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, batch_size=1000)  # raw pixels
+    dm.setup("fit")
+    train, val, test = (
+        image_hashes(loader()) for loader in (dm.train_dataloader, dm.val_dataloader, dm.test_dataloader)
+    )
+    assert (len(train), len(val), len(test)) == (54000, 6000, 10000)
+    assert len(set(train) | set(val) | set(test)) == 70000, "every image once, in one split"
+    assert not set(test) & (set(train) | set(val)) and not set(val) & set(train)
+
+
+class SeenImages(pl.Callback):
+    """Content hashes of the images each evaluation stage reads."""
+
+    def __init__(self):
+        self.seen = {"val": [], "test": []}
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self.seen["val"] += image_hashes([batch.cpu()])
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.seen["test"] += image_hashes([batch.cpu()])
+
+
+def test_test_metrics_come_from_the_mnist_test_set(mnist_root, tmp_path):
+    overrides = ["model=vae", "data=mnist", f"data.root={mnist_root}", "trainer=cpu", "trainer.max_epochs=1"]
+    overrides += ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"]
+    overrides += ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=4", "test=true"]
+    overrides += ["metrics=null", "optimized_metric=null", "callbacks.progress_bar=null"]
+    images = SeenImages()
+    metrics = train(compose_train(overrides, tmp_path), extra_callbacks=[images])
+    assert len(images.seen["test"]) == 10000, "trainer.test reads the official 10k test images"
+    assert len(images.seen["val"]) == 4 * 128 and not set(images.seen["val"]) & set(images.seen["test"])
+    assert math.isfinite(metrics["test/nelbo"]) and metrics["test/nelbo"] != metrics["val/nelbo"]
+
+
+def test_digits_test_fraction_holds_out_three_disjoint_splits():
+    dm = DigitsDataModule(resolution=16, channels=1, val_fraction=0.1, test_fraction=0.1, seed=3)
+    assert dm.has_test_split
+    dm.setup()
+    splits = [set(s.indices) for s in (dm.train_set, dm.val_set, dm.test_set)]
+    assert [len(s) for s in splits] == [1439, 179, 179]
+    assert set.union(*splits) == set(range(1797)) and sum(map(len, splits)) == 1797
+    assert next(iter(dm.test_dataloader())).shape[1:] == (1, 16, 16)
+    same = DigitsDataModule(resolution=16, channels=1, val_fraction=0.1, seed=3)
+    same.setup()
+    assert set(same.val_set.indices) == splits[1], "val does not depend on test_fraction"
+    assert len({dm.split_id(s) for s in ("train", "val", "test")} | {same.split_id("val")}) == 4
 
 
 def test_fashion_mnist_layout_and_rgb_conversion(tmp_path):
@@ -46,14 +130,14 @@ def test_fashion_mnist_layout_and_rgb_conversion(tmp_path):
     batch = first_batch(dm)
     assert batch.shape == (4, 3, 32, 32)
     assert torch.equal(batch[:, 0], batch[:, 1]), "grey images expand to identical RGB channels"
-    assert len(dm.val_set) == 6
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 6)
 
 
 def test_cifar10_layout(tmp_path):
     write_cifar10(tmp_path)
     dm = CIFAR10DataModule(root=str(tmp_path), resolution=32, channels=3, batch_size=4)
     check_images(first_batch(dm), 3, 32)
-    assert (len(dm.train_set), len(dm.val_set)) == (20, 4)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 4)
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
@@ -61,7 +145,7 @@ def test_celeba_plain_folder(tmp_path, resolution):
     write_celeba(tmp_path / "img_align_celeba")
     dm = CelebADataModule(root=str(tmp_path), resolution=resolution, batch_size=4, num_workers=0)
     check_images(first_batch(dm), 3, resolution)
-    assert len(dm.train_set) + len(dm.val_set) == 12
+    assert len(dm.train_set) + len(dm.val_set) == 12 and not dm.has_test_split
 
 
 def test_celeba_torchvision_layout_uses_official_partition(tmp_path):
@@ -71,8 +155,10 @@ def test_celeba_torchvision_layout_uses_official_partition(tmp_path):
         "".join(f"{i:06d}.jpg {s}\n" for i, s in enumerate(split, 1))
     )
     dm = CelebADataModule(root=str(tmp_path), resolution=64, batch_size=2, num_workers=0)
+    assert dm.has_test_split
     dm.setup("fit")
-    assert (len(dm.train_set), len(dm.val_set)) == (6, 3)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (6, 3, 1)
+    assert [f.name for f in dm.test_set.files] == ["000010.jpg"]
 
 
 def test_image_folder_recursive_and_grey(tmp_path):
@@ -81,6 +167,9 @@ def test_image_folder_recursive_and_grey(tmp_path):
     batch = first_batch(dm)
     assert batch.shape == (5, 1, 16, 16)
     assert len(dm.train_set) + len(dm.val_set) == 6
+    assert not dm.has_test_split
+    with pytest.raises(ConfigError, match=r"data=image_folder has no test split: set data.test_fraction"):
+        dm.test_dataloader()
 
 
 @pytest.mark.parametrize(

@@ -6,15 +6,14 @@ single-process values on the same samples (FID/KID, perplexity, BLEU).
 """
 
 import json
-import random
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, run_script
-from tests.test_families import SMALL
+from tests.conftest import QUICK, SMALL, run_script
+from tests.datasets import write_copy_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -118,34 +117,6 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
 
 
 # ---- GPT: translation on a parallel corpus, BLEU and perplexity ----
-def write_copy_corpus(root: Path) -> Path:
-    """A toy parallel corpus (target = source) a tiny GPT learns in seconds: BLEU well above 0."""
-    rng = random.Random(0)
-    words = [
-        "red",
-        "blue",
-        "green",
-        "cat",
-        "dog",
-        "bird",
-        "runs",
-        "sits",
-        "jumps",
-        "big",
-        "small",
-        "old",
-        "young",
-        "tree",
-        "house",
-        "river",
-    ]
-    root.mkdir(parents=True)
-    for split, n in [("train", 2000), ("val", 41)]:  # 41: the ranks get 21 and 20 pairs
-        lines = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(n)]
-        (root / f"{split}.tsv").write_text("".join(f"{s}\t{s}\n" for s in lines))
-    return root
-
-
 def test_gpt_ranks_in_sync_and_bleu_perplexity_reduced(tmp_path):
     args = [
         "model=gpt",

@@ -13,22 +13,10 @@ from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
 from genlab.nets.unet import UNet
 from genlab.nets.vae import Decoder, Encoder
 from genlab.pipeline import train
-from tests.conftest import QUICK, compose_train, run_script
+from tests.conftest import QUICK, SMALL, compose_train, run_script
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
 
-SMALL = {
-    "gan": ["model.generator.width=8", "model.discriminator.width=8"],
-    "vae": ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"],
-    "diffusion": [
-        "model.net.width=16",
-        "model.net.channel_mults=[1,2]",
-        "model.net.num_res_blocks=1",
-        "model.net.attention_resolutions=[8]",
-        "model.sample_steps=5",
-        "model.warmup_steps=10",
-    ],
-}
-FAMILIES = list(SMALL)
+FAMILIES = list(SMALL)  # the image families
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +56,11 @@ def test_fast_dev_run_every_family_on_every_datamodule(family, data, data_roots,
     loss = {"gan": "train/g_loss", "vae": "train/nelbo", "diffusion": "train/loss"}[family]
     assert math.isfinite(metrics[loss])
     (grid,) = (tmp_path / "samples").glob("epoch_*.png")
+    cfg = compose_train(overrides, tmp_path)
+    side = cfg.callbacks.sample_grid.nrow * (cfg.data.resolution + 2) + 2  # make_grid pads 2 px
+    rows = -(-cfg.callbacks.sample_grid.num_samples // cfg.callbacks.sample_grid.nrow)
     with Image.open(grid) as image:
-        assert image.size[0] > 0
+        assert image.size == (side, rows * (cfg.data.resolution + 2) + 2), "nrow x image size"
     if family == "vae":
         assert (tmp_path / "samples" / "recon_epoch_000.png").is_file()
 

@@ -1,4 +1,5 @@
-"""The framework's FID/KID agree with torch-fidelity on the same images; real statistics are cached."""
+"""The framework's FID/KID agree with torch-fidelity on the same images; real statistics are cached
+per split (test metrics compare with the test images)."""
 
 import pytest
 import pytorch_lightning as pl
@@ -16,11 +17,11 @@ N = 40
 def image_sets(mnist_root):
     dm = MNISTDataModule(root=str(mnist_root), resolution=32, channels=1)
     dm.setup()
-    val = torch.stack([dm.val_set[i] for i in range(2 * N)])
-    return val[:N], val[N:]
+    test = torch.stack([dm.test_set[i] for i in range(2 * N)])
+    return test[:N], test[N:]
 
 
-def validate(real, fake, weights, cache_dir):
+def metrics_trainer(weights, cache_dir) -> tuple[pl.Trainer, ImageMetrics]:
     callback = ImageMetrics(
         fid={"weights_path": str(weights)},
         kid={"subset_size": N},
@@ -29,6 +30,11 @@ def validate(real, fake, weights, cache_dir):
         cache_dir=str(cache_dir),
     )
     trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False)
+    return trainer, callback
+
+
+def validate(real, fake, weights, cache_dir):
+    trainer, callback = metrics_trainer(weights, cache_dir)
     (metrics,) = trainer.validate(FixedSamples(fake), datamodule=RealImages(real), verbose=False)
     return metrics, callback
 
@@ -55,6 +61,19 @@ def test_fid_of_identical_sets_is_near_zero(image_sets, fid_weights, tmp_path):
     real, _ = image_sets
     metrics, _ = validate(real, real, fid_weights, tmp_path)
     assert abs(metrics["val/fid"]) < 1e-2
+
+
+def test_test_metrics_use_the_test_images_not_the_validation_statistics(image_sets, fid_weights, tmp_path):
+    real, fake = image_sets  # val images: real; test images: the samples themselves
+    trainer, callback = metrics_trainer(fid_weights, tmp_path)
+    model, dm = FixedSamples(fake), RealImages(real, test_images=fake)
+    (val,) = trainer.validate(model, datamodule=dm, verbose=False)
+    (test,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert val["val/fid"] > 10.0 and abs(test["test/fid"]) < 1e-2, "test real statistics recomputed"
+    assert callback._real_seen == N and len(list(tmp_path.glob("mnist-test-slice*.pt"))) == 2
+    (again,) = trainer.validate(model, datamodule=dm, verbose=False)
+    assert callback._real_seen == 0, "validation statistics reloaded from the cache"
+    assert again["val/fid"] == pytest.approx(val["val/fid"], rel=1e-6)
 
 
 def test_uint8_conversion_rounds():

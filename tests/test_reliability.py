@@ -16,9 +16,7 @@ from genlab.callbacks.divergence import DivergenceError
 from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
 from genlab.pipeline import train
-from tests.conftest import QUICK, ROOT, compose_train, run_script
-from tests.test_families import SMALL
-from tests.test_text import TINY_GPT
+from tests.conftest import QUICK, ROOT, SMALL, TINY_GPT, compose_train, run_script
 
 FAMILY_ARGS = {
     "gan": QUICK,

@@ -2,11 +2,12 @@
 
 import csv
 import json
+import os
 
 import pytest
 import yaml
 
-from tests.conftest import QUICK, run_script
+from tests.conftest import QUICK, ROOT, run_script
 from tests.wandb_reader import read_run
 
 pytestmark = pytest.mark.slow
@@ -50,10 +51,15 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         "hydra.launcher.n_jobs=2",
         "seed=1,2",
         *QUICK,
+        "+callbacks.clock._target_=tests.probes.JobClock",
+        "+callbacks.clock.path=${paths.output_dir}/clock.json",
         f"hydra.sweep.dir={tmp_path}",
     ]
-    run_script("train.py", args, tmp_path)
+    run_script("train.py", args, tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert [r["status"] for r in summary(tmp_path)] == ["completed", "completed"]
+    first, second = (json.loads((tmp_path / job / "clock.json").read_text()) for job in "01")
+    assert os.getpid() not in (first["pid"], second["pid"]) and first["pid"] != second["pid"], "own processes"
+    assert first["start"] < second["end"] and second["start"] < first["end"], "the two fits overlap in time"
 
 
 def test_optuna_sweep_records_failed_trials_and_goes_on(tmp_path):

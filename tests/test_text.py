@@ -1,11 +1,13 @@
 """GPT language model: tokenizers, KV-cache generation, perplexity, real runs on text datamodules."""
 
 import csv
+import gzip
 import math
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from genlab.data.text import (
@@ -15,13 +17,13 @@ from genlab.data.text import (
     TextFileDataModule,
     tokenizer_from_json,
 )
+from genlab.errors import ConfigError
 from genlab.models.lm import LanguageModel
 from genlab.nets.gpt import GPT, sample_next
 from genlab.pipeline import train
-from tests.conftest import SHARED, compose_train, run_script
+from tests.conftest import SHARED, TINY_GPT, compose_train, run_script
 
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
-TINY_GPT = ["model.net.n_layer=2", "model.net.n_head=2", "model.net.n_embd=32", "data.block_size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,44 @@ def test_text_datamodules_tensorise_once(shakespeare):
     assert x.shape == (4, 64) and torch.equal(x[:, 1:], y[:, :-1])
     docs = TextDocsDataModule(block_size=32)
     assert docs.vocab_size > 50 and len(docs.train_tokens) > 100_000
+
+
+def test_text_file_test_split_is_the_end_of_the_text_disjoint_from_val(shakespeare):
+    dm = TextFileDataModule(path=str(shakespeare), block_size=64, batch_size=4, test_fraction=0.1)
+    assert dm.has_test_split
+    dm.setup()
+    text = shakespeare.read_text(encoding="utf-8")
+    train, val, test = (
+        dm.tokenizer.decode(t.tolist()) for t in (dm.train_tokens, dm.val_tokens, dm.test_tokens)
+    )
+    assert train + val + test == text, "contiguous train | val | test, no character in two splits"
+    assert test == text[int(len(text) * 0.9) :] and abs(len(val) - 0.1 * len(text)) < 2
+    x, _ = next(iter(dm.test_dataloader()))
+    assert torch.equal(x[0], dm.test_tokens[:64].long())
+    prompt, reference = dm.bleu_pairs(2, "test")[1]
+    assert dm.tokenizer.decode(prompt) + reference == test[64:128]
+    assert dm.chars_per_token("test") == dm.chars_per_token("val") == 1.0  # char tokenizer
+    no_test = TextFileDataModule(path=str(shakespeare), block_size=64)
+    assert not no_test.has_test_split
+    with pytest.raises(ConfigError, match="data=text_file has no test split: set data.test_fraction"):
+        no_test.test_dataloader()
+
+
+class KeepDataModule(pl.Callback):
+    def on_test_end(self, trainer, pl_module):
+        self.datamodule = trainer.datamodule
+
+
+def test_gpt_test_metrics_are_measured_on_the_test_split(tmp_path):
+    overrides = ["model=gpt", "data=text_docs", "data.tokenizer=bpe", "data.vocab_size=300", *TINY_GPT]
+    overrides += ["data.test_fraction=0.1", "debug=fast_dev_run", "test=true"]
+    keep = KeepDataModule()
+    metrics = train(compose_train(overrides, tmp_path), extra_callbacks=[keep])
+    dm = keep.datamodule
+    assert dm.chars_per_token("test") != dm.chars_per_token("val")
+    for split in ("val", "test"):
+        bpc = metrics[f"{split}/loss"] / (math.log(2) * dm.chars_per_token(split))
+        assert metrics[f"{split}/bpc"] == pytest.approx(bpc, rel=1e-5)
 
 
 def test_bad_text_file_messages(tmp_path):
@@ -203,11 +243,31 @@ def test_parallel_corpus_masks_source_and_checks_alignment(multi30k, tmp_path):
         ParallelDataModule(root=str(tmp_path)).setup()
 
 
+def test_parallel_corpus_reads_the_multi30k_test_split(multi30k):
+    from genlab.data.text import ParallelDataModule
+
+    dm = ParallelDataModule(root=str(multi30k), block_size=64, vocab_size=500, test_split="test_2016_flickr")
+    assert dm.has_test_split
+    dm.setup()
+    assert len(dm.test_set) == 1000
+    with gzip.open(multi30k / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        references = f.read().split("\n")[:3]
+    assert [r for _, r in dm.bleu_pairs(3, "test")] == references
+    assert [r for _, r in dm.bleu_pairs(3, "val")] != references
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (64, 64) and torch.equal(x, dm.test_set[:64][0])
+    missing = ParallelDataModule(root=str(multi30k), test_split="test_2017_mscoco")
+    assert not missing.has_test_split
+    with pytest.raises(ConfigError, match="data=parallel has no test split.*data.test_split"):
+        missing.test_dataloader()
+
+
 def test_fast_dev_run_gpt_parallel_with_bleu(multi30k, tmp_path):
     overrides = ["model=gpt", "data=parallel", f"data.root={multi30k}", "data.vocab_size=500", *TINY_GPT]
-    overrides += ["debug=fast_dev_run", "model.bleu_samples=4", "model.bleu_max_new_tokens=8"]
+    overrides += ["debug=fast_dev_run", "model.bleu_samples=4", "model.bleu_max_new_tokens=8", "test=true"]
     metrics = train(compose_train(overrides, tmp_path))
     assert 0 <= metrics["val/bleu"] <= 100 and math.isfinite(metrics["val/loss"])
+    assert 0 <= metrics["test/bleu"] <= 100 and math.isfinite(metrics["test/loss"])
 
 
 @pytest.mark.slow

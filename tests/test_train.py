@@ -2,7 +2,6 @@
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,14 @@ def ckpt(path: Path) -> dict:
 def default_run(tmp_path_factory, fid_weights):
     """`python src/train.py` with every default, as in the README (weights given by environment)."""
     run_dir = tmp_path_factory.mktemp("default_run")
-    start = time.perf_counter()
     run_script(
         "train.py", [f"hydra.run.dir={run_dir}"], run_dir, env={"GENLAB_FID_WEIGHTS": str(fid_weights)}
     )
-    return run_dir, time.perf_counter() - start
+    return run_dir
 
 
 def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
-    run_dir, seconds = default_run
-    assert seconds < 300, f"default run took {seconds:.0f} s"
+    run_dir = default_run
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "checkpoints").glob("best_epoch_*.ckpt")), "best checkpoint on val/fid"
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
@@ -59,7 +56,7 @@ def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
 
 
 def test_eval_recomputes_metrics_from_checkpoint(default_run, fid_weights, tmp_path):
-    run_dir, _ = default_run
+    run_dir = default_run
     best = next((run_dir / "checkpoints").glob("best_epoch_*.ckpt"))
     run_script(
         "eval.py",
@@ -174,12 +171,22 @@ def test_missing_fid_weights(tmp_path, monkeypatch):
     base = [a for a in QUICK if not a.startswith(("metrics=", "optimized_metric="))] + [
         "metrics.fid.download=false"
     ]
-    with pytest.raises(ConfigError, match="No FID Inception weights found.*optimized_metric=null"):
-        train(compose_train(base, tmp_path / "monitored"))
-    assert not (tmp_path / "monitored" / "checkpoints").exists(), "failed at start-up, before training"
+    asked = compose_train([*base, "optimized_metric=val/fid"], tmp_path / "asked")
+    with pytest.raises(ConfigError, match="FID/KID are asked for but no FID Inception weights found"):
+        train(asked)
+    assert not (tmp_path / "asked" / "checkpoints").exists(), "failed at start-up, before training"
 
-    metrics = train(compose_train([*base, "optimized_metric=null"], tmp_path / "unmonitored"))
-    assert "val/fid" not in metrics and "train/g_loss" in metrics
+    gan = compose_train(base, tmp_path / "gan")  # optimized_metric=auto: the GAN keeps its last epoch
+    metrics = train(gan)
+    assert "val/fid" not in metrics and "train/g_loss" in metrics and gan.optimized_metric is None
+
+    vae_args = [a for a in base if not a.startswith("model.")] + ["model=vae", "model.encoder.width=8"]
+    vae = compose_train(vae_args, tmp_path / "vae")
+    train(vae)
+    assert vae.optimized_metric == "val/nelbo"
+    stored = ckpt(next((tmp_path / "vae" / "checkpoints").glob("best_epoch_*.ckpt")))["genlab_config"]
+    assert stored["optimized_metric"] == "val/nelbo" and stored["metrics"] is None
+    assert stored["callbacks"]["model_checkpoint"]["monitor"] == "val/nelbo"
 
 
 @pytest.mark.parametrize("option", ["fast_dev_run", "overfit", "profiler"])
@@ -193,6 +200,13 @@ def test_debug_configs_run(option, tmp_path):
         assert "run_training_epoch" in report.read_text()
     if option == "fast_dev_run":
         assert not (tmp_path / "checkpoints").exists(), "fast_dev_run writes no checkpoints"
+
+
+def test_overfit_fits_its_batches(tmp_path):
+    args = ["debug=overfit", "model=vae", "model.encoder.width=16", "model.decoder.width=16"]
+    train(compose_train([*args, "trainer.max_epochs=40", "callbacks.progress_bar=null"], tmp_path))
+    losses = column(read_csv(tmp_path), "train/nelbo")
+    assert len(losses) >= 6 and losses[-1] < 0.6 * losses[0], f"the two batches are fitted: {losses}"
 
 
 def test_test_stage_logs_test_namespace(tmp_path):

@@ -7,13 +7,9 @@ from typing import Any
 
 import torch
 
-from genlab.checks import ConfigError
+from genlab.errors import CheckpointError, ConfigError
 
 CONFIG_KEY = "genlab_config"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file, the problem and the fix."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, search_dirs: tuple[Path, ...] = ()) -> str | None:
@@ -26,21 +22,25 @@ def resolve_ckpt_path(ckpt_path: str | None, search_dirs: tuple[Path, ...] = ())
             found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
             if found:
                 return str(found[-1])
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"ckpt_path=last: no checkpoints/last.ckpt under {[str(d) for d in search_dirs]}."
         )
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}.")
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint at {path}.")
     return str(path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles.
+
+    ``mmap``: tensors stay on disk until read, so inspecting a multi-GB checkpoint costs neither time
+    nor memory.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} holds Python objects that are not weights (refused: loading them could run arbitrary "
@@ -54,11 +54,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def check_resumable(path: str, cfg) -> None:
-    """The checkpoint loads safely and was trained by the same model family as ``cfg.model``."""
-    checkpoint = load_checkpoint(path)
+    """The checkpoint loads safely, was trained by the same model family as ``cfg.model`` and leaves
+    something to train within ``cfg.trainer``'s budget (tensors are not read: Lightning loads them)."""
+    checkpoint = load_checkpoint(path, mmap=True)
     stored = (checkpoint.get(CONFIG_KEY) or {}).get("model", {}).get("_target_")
     if stored and stored != cfg.model._target_:
         raise ConfigError(
             f"ckpt_path={path} was trained with {stored}, but this run builds {cfg.model._target_}: "
             "resume with the same model=... (or start a new run without ckpt_path)."
         )
+    epochs, steps = epochs_done(checkpoint), checkpoint.get("global_step", 0)
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
+    if max_epochs is not None and max_epochs != -1 and max_epochs <= epochs:
+        raise ConfigError(
+            f"ckpt_path={path} has trained {epochs} epoch(s) and trainer.max_epochs={max_epochs} leaves nothing "
+            f"to train: set trainer.max_epochs above {epochs} (e.g. trainer.max_epochs={epochs + 10}) to train "
+            "on, or evaluate it with src/eval.py."
+        )
+    if max_steps is not None and max_steps != -1 and max_steps <= steps:
+        raise ConfigError(
+            f"ckpt_path={path} has made {steps} optimizer steps and trainer.max_steps={max_steps} leaves nothing "
+            f"to train: set trainer.max_steps above {steps}, or evaluate it with src/eval.py."
+        )
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Training epochs a Lightning checkpoint has finished (a mid-epoch checkpoint's epoch is not)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    processed = progress.get("current", {}).get("processed")
+    return int(processed) if processed is not None else int(checkpoint.get("epoch", -1)) + 1

@@ -5,11 +5,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.errors import ConfigError
+
 PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the fix."""
 
 
 def _uses_gpu(accelerator: str) -> bool:

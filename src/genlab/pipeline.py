@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.distributed import RankSeed
@@ -19,12 +20,14 @@ from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
 from genlab.callbacks.run_config import StoreConfig
 from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
 from genlab.checks import ConfigError, check_image_shape, check_positive, check_trainer, check_writable
+from genlab.models import GenerativeModel
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
 from genlab.utils.wandb_runs import organise_wandb_runs
 
 log = logging.getLogger(__name__)
 INCEPTION_METRICS = ("val/fid", "val/kid_mean", "val/kid_std")
+AUTO_METRIC = "auto"  # optimized_metric=auto: val/fid where FID can be computed, else the model's fallback
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
@@ -37,18 +40,20 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_positive(cfg)
     check_image_shape(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.get("test"):
+        check_test_split(datamodule)
     fill_vocab_size(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
-    config = redact(OmegaConf.to_container(cfg, resolve=True))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
     if ckpt_path:
         check_resumable(ckpt_path, cfg)
 
+    image_metrics = select_metrics(cfg, model)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    image_metrics = build_image_metrics(cfg)
     callbacks += [image_metrics] if image_metrics else []
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
     callbacks += [StoreConfig(config), RankSeed(cfg.seed), RNGState(), Preemption(output_dir / "checkpoints")]
     callbacks += extra_callbacks or []
     loggers = instantiate_group(cfg.get("logger"))
@@ -56,6 +61,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="all"
     )
+    configure_ddp(trainer, model)
     for logger in loggers:
         logger.log_hyperparams(config)
 
@@ -71,6 +77,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         finish_wandb(loggers)
     write_json(metrics, output_dir / "metrics.json")
     return metrics
+
+
+def check_test_split(datamodule: pl.LightningDataModule) -> None:
+    """``test=true`` / ``split=test`` fail at start-up, not after training, where the data has no test split."""
+    if not datamodule.has_test_split:
+        datamodule.test_dataloader()  # raises the datamodule's own message naming the fix
 
 
 def fill_vocab_size(cfg: DictConfig, datamodule) -> None:
@@ -93,26 +105,50 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuilds a run from the config stored in ``cfg.ckpt_path`` and computes its validation metrics."""
     ckpt_path, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     if cfg.get("data_root"):
+        if "root" not in run_cfg.data:
+            data = run_cfg.data._target_.rsplit(".", 1)[-1]
+            where = (
+                "+overrides.data.path=<file>"
+                if "path" in run_cfg.data
+                else "nothing: it ships with its package"
+            )
+            raise ConfigError(f"data_root applies to datasets read from a folder; {data} needs {where}.")
         run_cfg.data.root = cfg.data_root
-    if cfg.get("num_samples"):
-        run_cfg.metrics.num_samples = cfg.num_samples
     run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
+    if cfg.get("num_samples"):
+        if run_cfg.get("metrics") is None:
+            raise ConfigError(
+                "num_samples sets the FID/KID sample count, but this run computes no FID/KID (metrics: null in "
+                "its config: a text model, or trained without Inception weights). For text runs use "
+                "+overrides.model.bleu_samples=N (BLEU of N prompts) or +overrides.callbacks.text_samples.num_prompts=N."
+            )
+        run_cfg.metrics.num_samples = cfg.num_samples
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(run_cfg.data, _convert_="all")
+    if getattr(datamodule, "references", False) and not run_cfg.model.get("bleu_samples"):
+        run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
     check_trainer(cfg.trainer, model.automatic_optimization)
-    image_metrics = build_image_metrics(run_cfg, required=True)
+    image_metrics = build_image_metrics(run_cfg, required=bool(cfg.get("num_samples")))
+    if image_metrics is None and run_cfg.get("metrics") is not None:
+        log.warning("FID/KID skipped: %s. To enable FID/KID, %s.", WEIGHTS_MISSING, ENABLE_FID)
+    callbacks = [image_metrics] if image_metrics else []
+    if text_samples := (run_cfg.get("callbacks") or {}).get("text_samples"):  # generated text of the split
+        text_samples.dirpath = str(Path(cfg.paths.output_dir) / "samples")
+        callbacks.append(instantiate(text_samples))
     trainer = instantiate(
         cfg.trainer,
         logger=False,
-        callbacks=[image_metrics] if image_metrics else [],
+        callbacks=callbacks,
         enable_checkpointing=False,
         _convert_="all",
     )
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
+    if cfg.split == "test":
+        check_test_split(datamodule)
     (trainer.validate if cfg.split == "val" else trainer.test)(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))
@@ -181,31 +217,67 @@ def sample_text(cfg: DictConfig, model, checkpoint: dict, generator: torch.Gener
     (out / "samples.txt").write_text("\n\n".join(texts))
 
 
-def build_image_metrics(cfg: DictConfig, required: bool = False) -> ImageMetrics | None:
-    """The FID/KID callback, or None when disabled or (unless FID is needed) when no weights exist."""
-    monitored = {cfg.get("optimized_metric")} | {
-        node.get("monitor") for node in (cfg.get("callbacks") or {}).values() if node
-    }
-    needed = required or bool(monitored & set(INCEPTION_METRICS))
+WEIGHTS_MISSING = (
+    "no FID Inception weights found (looked at metrics.fid.weights_path, $GENLAB_FID_WEIGHTS and torch hub's "
+    "cache; the download failed or is disabled)"
+)
+ENABLE_FID = (
+    "give the weights (torch-fidelity's weights-inception-2015-12-05-6726825d.pth) with "
+    "metrics.fid.weights_path=<file> or GENLAB_FID_WEIGHTS=<file>"
+)
+
+
+def build_image_metrics(cfg: DictConfig, required: bool) -> ImageMetrics | None:
+    """The FID/KID callback; None when ``metrics=null`` or no weights exist, an error then if ``required``."""
     if cfg.get("metrics") is None:
-        if needed and not required:
+        if required:
             raise ConfigError(
-                f"{sorted(monitored & set(INCEPTION_METRICS))} is monitored but metrics=null; "
-                "enable metrics or set optimized_metric=null."
+                "FID/KID are asked for (optimized_metric or a checkpoint monitor) but metrics=null; "
+                "remove metrics=null, or set optimized_metric=auto."
             )
         return None
     callback = instantiate(cfg.metrics, _convert_="all")
     if callback.available:
         return callback
-    message = (
-        "No FID Inception weights found: looked at metrics.fid.weights_path, $GENLAB_FID_WEIGHTS and torch hub's "
-        "cache (download failed or disabled). Give the weights with metrics.fid.weights_path=<file> "
-        "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth)"
-    )
-    if needed:
-        raise ConfigError(f"{message}, or train without FID: optimized_metric=null metrics=null.")
-    log.warning("%s. Training without FID/KID.", message)
+    if required:
+        raise ConfigError(
+            f"FID/KID are asked for but {WEIGHTS_MISSING}: {ENABLE_FID}, or set optimized_metric=auto "
+            "to select checkpoints on another metric."
+        )
     return None
+
+
+def select_metrics(cfg: DictConfig, model: GenerativeModel) -> ImageMetrics | None:
+    """The FID/KID callback, and ``optimized_metric=auto`` resolved in ``cfg``: ``val/fid`` where FID can
+    be computed, else the model's :attr:`~GenerativeModel.fallback_metric`, with one notice saying so.
+
+    FID asked for by name (an experiment, a sweep, ``optimized_metric=val/fid``) without weights fails.
+    """
+    monitored = {cfg.get("optimized_metric")} | {
+        node.get("monitor") for node in (cfg.get("callbacks") or {}).values() if node
+    }
+    image_metrics = build_image_metrics(cfg, required=bool(monitored & set(INCEPTION_METRICS)))
+    if cfg.get("optimized_metric") != AUTO_METRIC:
+        return image_metrics
+    cfg.optimized_metric = "val/fid" if image_metrics else model.fallback_metric
+    if image_metrics is None and cfg.get("metrics") is not None:
+        selection = (
+            f"checkpoints are selected on {cfg.optimized_metric}"
+            if cfg.optimized_metric
+            else "the last epoch's checkpoint is kept (no other metric ranks this model)"
+        )
+        if rank_zero_only.rank == 0:  # DDP children compose the same config
+            log.warning(
+                "FID/KID skipped: %s; %s. To enable FID/KID, %s.", WEIGHTS_MISSING, selection, ENABLE_FID
+            )
+        cfg.metrics = None
+    return image_metrics
+
+
+def configure_ddp(trainer: pl.Trainer, model: GenerativeModel) -> None:
+    """DDP looks for unused parameters only where the model declares it needs to (unless the config says)."""
+    if isinstance(trainer.strategy, DDPStrategy):
+        trainer.strategy._ddp_kwargs.setdefault("find_unused_parameters", model.ddp_find_unused_parameters)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -6,11 +6,13 @@ import logging
 import pytorch_lightning as pl
 import torch
 
+from genlab.errors import ConfigError, GenlabError
+
 log = logging.getLogger(__name__)
 POLICIES = ("skip", "stop", "rollback")
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(GenlabError, RuntimeError):
     """Training produced NaN/Inf and the policy is ``stop`` (or skipping/rolling back did not help)."""
 
 
@@ -27,7 +29,7 @@ class DivergenceGuard(pl.Callback):
 
     def __init__(self, policy: str = "skip", max_bad_steps: int = 20, snapshot_every: int = 100):
         if policy not in POLICIES:
-            raise ValueError(f"divergence policy {policy!r} is unknown; choose one of {POLICIES}")
+            raise ConfigError(f"divergence policy {policy!r} is unknown; choose one of {POLICIES}")
         self.policy, self.max_bad_steps, self.snapshot_every = policy, max_bad_steps, snapshot_every
         self.loss = torch.tensor(float("nan"))
         self.bad_steps = self.consecutive = 0
@@ -37,7 +39,9 @@ class DivergenceGuard(pl.Callback):
         self.loss = loss.detach()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("train/nonfinite_steps", float(self.bad_steps))  # once per epoch: self.log is not free
+        pl_module.log(  # once per epoch: self.log is not free
+            "train/nonfinite_steps", float(self.bad_steps), sync_dist=True, reduce_fx="max"
+        )
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]

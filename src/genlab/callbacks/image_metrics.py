@@ -1,10 +1,11 @@
-"""FID and KID of a model's samples against the validation images, at validation end.
+"""FID and KID of a model's samples against the real images of the split evaluated, at its end.
 
 The model only needs ``sample(num, generator=None) -> images in [-1, 1]``. Real-image statistics
-are computed once per (dataset, split, resolution, extractor) and cached on disk; later
-evaluations embed generated images only. Under DDP every rank embeds its share of the samples and
-torchmetrics reduces the states, so each sample counts once and the value equals a
-single-process evaluation's.
+belong to the split being evaluated (``test`` under ``trainer.test``, else ``val``): they are
+computed once per split (``datamodule.split_id(split)``, extractor) and cached on disk; later
+evaluations of that split embed generated images only. Under DDP every rank embeds its share of
+the samples and torchmetrics reduces the states, so each sample counts once and the value equals
+a single-process evaluation's.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from genlab.errors import ConfigError
 from genlab.metrics.fid import FastFID
 from genlab.metrics.inception import InceptionFeatures, find_inception_weights, to_uint8
 from genlab.models import eval_prefix
@@ -23,7 +25,7 @@ from genlab.models import eval_prefix
 class ImageMetrics(pl.Callback):
     """Logs ``val/fid`` (and ``val/kid_mean``, ``val/kid_std``) every ``every_n_epochs`` validations.
 
-    Under ``trainer.test`` the same metrics are logged as ``test/...``.
+    Under ``trainer.test`` the same metrics are logged as ``test/...``, against the test images.
 
     ``fid``: ``weights_path`` (else ``$GENLAB_FID_WEIGHTS``, else torch hub's cache) and ``download``.
     ``kid``: ``enabled`` and ``subset_size`` (capped by the sample counts).
@@ -41,7 +43,7 @@ class ImageMetrics(pl.Callback):
         seed: int = 1234,
     ):
         if num_samples < 2 or max_real < 2:
-            raise ValueError("metrics.num_samples and metrics.max_real must be >= 2 for FID")
+            raise ConfigError("metrics.num_samples and metrics.max_real must be >= 2 for FID")
         fid, kid = dict(fid or {}), dict(kid or {})
         self.weights_path = find_inception_weights(
             fid.get("weights_path"), download=fid.get("download", True)
@@ -53,7 +55,8 @@ class ImageMetrics(pl.Callback):
         self.every_n_epochs, self.seed = every_n_epochs, seed
         self.fid: FastFID | None = None
         self.kid: KernelInceptionDistance | None = None
-        self._real_cached = False
+        self._real_key: str | None = None  # whose real statistics the metrics hold (complete)
+        self._eval_key: str | None = None  # the split being evaluated now
         self._real_seen = 0
         self._num_real = 0
 
@@ -83,16 +86,35 @@ class ImageMetrics(pl.Callback):
         epoch = trainer.current_epoch + 1
         return trainer.state.fn != "fit" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
+    @staticmethod
+    def _real_split(trainer: pl.Trainer) -> str:
+        """The split whose images the loader serves: ``test`` under ``trainer.test``, else ``val``."""
+        return "test" if trainer.testing else "val"
+
+    def _key(self, trainer: pl.Trainer) -> str:
+        """Identifies the evaluated split's real images (``datamodule.split_id`` when it has one)."""
+        dm, split = trainer.datamodule, self._real_split(trainer)
+        return dm.split_id(split) if hasattr(dm, "split_id") else split
+
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not self._active(trainer):
             return
-        if not self._real_cached and self._load_cache(trainer):
-            self._real_cached = True
+        self._eval_key = self._key(trainer)
+        if self._real_key == self._eval_key:
+            return
+        # Another split (or dataset): drop the held real statistics, then load or recompute them.
+        for metric in self._metrics():
+            metric.reset_real_features = True
+            metric.reset()
+            metric.reset_real_features = False
+        self._real_seen = 0
+        if self._load_cache(trainer):
+            self._real_key = self._eval_key
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if not self._active(trainer) or self._real_cached:
+        if not self._active(trainer) or self._real_key == self._eval_key:
             return
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         share = self.max_real // trainer.world_size + (
@@ -106,9 +128,9 @@ class ImageMetrics(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self._active(trainer):
             return
-        if not self._real_cached:
+        if self._real_key != self._eval_key:
             self._save_cache(trainer)
-            self._real_cached = True
+            self._real_key = self._eval_key
         # Batch b of the samples has its own seed and rank b % world draws it: the same images
         # whatever the number of processes.
         num_batches = -(-self.num_samples // self.batch_size)
@@ -142,10 +164,10 @@ class ImageMetrics(pl.Callback):
     # ---- real-statistics cache ----
     def _cache_file(self, trainer: pl.Trainer) -> Path | None:
         dm = trainer.datamodule
-        if self.cache_dir is None or dm is None or not hasattr(dm, "dataset_id"):
+        if self.cache_dir is None or dm is None or not hasattr(dm, "split_id"):
             return None
         digest = hashlib.sha256(self.weights_path.read_bytes()[: 1 << 20]).hexdigest()[:8]
-        return self.cache_dir / f"{dm.dataset_id}-real{self.max_real}-inception2048-{digest}.pt"
+        return self.cache_dir / f"{self._eval_key}-real{self.max_real}-inception2048-{digest}.pt"
 
     def _save_cache(self, trainer: pl.Trainer) -> None:
         path = self._cache_file(trainer)

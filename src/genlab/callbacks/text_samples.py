@@ -26,14 +26,21 @@ class TextSamples(pl.Callback):
         self.num_prompts, self.prompt_tokens, self.max_new_tokens = num_prompts, prompt_tokens, max_new_tokens
         self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.generate(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.generate(trainer, pl_module, "test")
+
+    @rank_zero_only
+    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        """Continuations of ``split``'s held-out prompts, written next to their references."""
         dm = trainer.datamodule
         if trainer.sanity_checking or getattr(dm, "tokenizer", None) is None:
             return
         generator = torch.Generator().manual_seed(self.seed)
         rows = []
-        for prompt, reference in dm.bleu_pairs(self.num_prompts):
+        for prompt, reference in dm.bleu_pairs(self.num_prompts, split):
             prompt = prompt[-self.prompt_tokens :]
             out = pl_module.net.generate(
                 torch.tensor([prompt], device=pl_module.device),
@@ -49,11 +56,14 @@ class TextSamples(pl.Callback):
             )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         text = "\n\n".join(f"=== prompt: {p!r}\n--- generated:\n{g}\n--- reference:\n{r}" for p, g, r in rows)
-        (self.dirpath / f"text_epoch_{trainer.current_epoch:03d}_step_{trainer.global_step}.txt").write_text(
-            text
-        )
+        name = f"text_{'test_' if split == 'test' else ''}epoch_{trainer.current_epoch:03d}_step_{trainer.global_step}"
+        (self.dirpath / f"{name}.txt").write_text(text)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_text(key="val/generated", columns=["prompt", "generated", "reference"], data=rows)
+                logger.log_text(
+                    key=f"{split}/generated", columns=["prompt", "generated", "reference"], data=rows
+                )
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("val/generated", text.replace("\n", "  \n"), trainer.global_step)
+                logger.experiment.add_text(
+                    f"{split}/generated", text.replace("\n", "  \n"), trainer.global_step
+                )

@@ -2,9 +2,12 @@
 
 In-memory datasets (digits, MNIST, Fashion-MNIST, CIFAR-10) are decoded and resized once at
 ``setup`` and kept as uint8 tensors; folder datasets (CelebA, any image folder) decode lazily.
+Splits: the official test set where the dataset has one (MNIST, Fashion-MNIST, CIFAR-10, CelebA's
+partition file), validation carved from the training images; see :class:`ImageDataModule`.
 """
 
 import gzip
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -14,16 +17,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 from genlab.data.sampling import eval_sampler, train_loader
+from genlab.errors import ConfigError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is missing or not in the expected layout; the message says where and what."""
 
 
 class UInt8Images(Dataset):
@@ -84,10 +84,15 @@ def resize_uint8(images: torch.Tensor, channels: int, resolution: int) -> torch.
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Shared loader logic; subclasses implement :meth:`load_splits`."""
+    """Shared loader logic; subclasses implement :meth:`load_splits`.
+
+    Without an official test set, ``val_fraction`` (and ``test_fraction`` when > 0) of the images are
+    carved, disjoint, from one permutation seeded by ``seed``: val first, then test, the rest trains.
+    """
 
     name = "images"
     default_workers = 0  # in-memory tensors: worker processes only add overhead
+    official_test = False  # a test set ships with the dataset (test_fraction does not apply)
 
     def __init__(
         self,
@@ -99,33 +104,62 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         download: bool = False,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
         seed: int = 0,
     ):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
         if channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+            raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must satisfy "
+                "0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1"
+            )
+        if test_fraction and self.official_test:
+            raise ConfigError(
+                f"data={self.name} has an official test set: data.test_fraction does not apply; remove it"
+            )
         self.root = Path(root).expanduser() if root else None
         self.resolution, self.channels = resolution, channels
         self.batch_size, self.download = batch_size, download
-        self.val_fraction, self.seed = val_fraction, seed
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.num_workers = self.default_workers if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
 
     @property
-    def dataset_id(self) -> str:
-        """Identifies the validation images, e.g. for caching their Inception statistics."""
-        return f"{self.name}-val{len(self.val_set)}-{self.channels}x{self.resolution}px"
+    def has_test_split(self) -> bool:
+        """Whether :meth:`test_dataloader` has images to serve (decided without loading any)."""
+        return self.official_test or self.test_fraction > 0
 
-    def load_splits(self) -> tuple[Dataset, Dataset]:
+    def split_id(self, split: str) -> str:
+        """Identifies exactly one split's images, e.g. ``mnist-test10000-1x32px-3f2a9c1e``, for caching
+        their Inception statistics: name, split, size, shape, and a hash of what selects them."""
+        self.setup()
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+        if dataset is None:
+            raise ConfigError(self._no_test_message())
+        selection = [str(self.root and self.root.resolve()), getattr(self, "crop", None)]
+        if not self._is_official(split):
+            selection += [self.seed, self.val_fraction, self.test_fraction]
+        digest = hashlib.sha256(repr(selection).encode()).hexdigest()[:8]
+        return f"{self.name}-{split}{len(dataset)}-{self.channels}x{self.resolution}px-{digest}"
+
+    def _is_official(self, split: str) -> bool:
+        """Whether ``split`` is read as shipped (not carved by seed and fractions)."""
+        return self.official_test and split == "test"
+
+    def load_splits(self) -> tuple[Dataset, Dataset, Dataset | None]:
+        """(train, val, test) datasets; test is None when there is none."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = self.load_splits()
+            self.train_set, self.val_set, self.test_set = self.load_splits()
 
     def _require_root(self, layout: str) -> Path:
         if self.root is None:
@@ -135,26 +169,47 @@ class ImageDataModule(pl.LightningDataModule):
             )
         return self.root
 
-    def _split(self, dataset: Dataset) -> tuple[Dataset, Dataset]:
-        n_val = max(1, int(len(dataset) * self.val_fraction))
-        g = torch.Generator().manual_seed(self.seed)
-        train, val = torch.utils.data.random_split(dataset, [len(dataset) - n_val, n_val], generator=g)
-        return train, val
+    def _carve(self, dataset: Dataset) -> tuple[Subset, Subset, Subset | None]:
+        """(train, val, test) index subsets of ``dataset`` from one seeded permutation (test: None at
+        ``test_fraction`` 0)."""
+        n = len(dataset)
+        n_val = max(1, int(n * self.val_fraction))
+        n_test = max(1, int(n * self.test_fraction)) if self.test_fraction > 0 else 0
+        if n_val + n_test >= n:
+            raise ConfigError(
+                f"data={self.name} has {n} images: too few for val_fraction={self.val_fraction} and "
+                f"test_fraction={self.test_fraction} to leave training images"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        val, held, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+        return Subset(dataset, train), Subset(dataset, val), Subset(dataset, held) if n_test else None
+
+    def _no_test_message(self) -> str:
+        return (
+            f"data={self.name} has no test split: set data.test_fraction=0.1 to hold one out of the "
+            "training data, or evaluate split=val"
+        )
 
     def _workers(self) -> dict:
         return dict(
             num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0
         )
 
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        sampler = eval_sampler(dataset)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._workers())
+
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.train_set, self.batch_size, self.seed, **self._workers())
 
     def val_dataloader(self) -> DataLoader:
-        sampler = eval_sampler(self.val_set)
-        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=sampler, **self._workers())
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        if not self.has_test_split:
+            raise ConfigError(self._no_test_message())
+        self.setup()
+        return self._eval_loader(self.test_set)
 
 
 class DigitsDataModule(ImageDataModule):
@@ -167,14 +222,18 @@ class DigitsDataModule(ImageDataModule):
 
         images = torch.from_numpy(load_digits().images).float().mul(255 / 16).round().to(torch.uint8)
         images = resize_uint8(images[:, None], self.channels, self.resolution)
-        return self._split(UInt8Images(images))
+        return self._carve(UInt8Images(images))
 
 
 class MNISTDataModule(ImageDataModule):
-    """MNIST from torchvision's layout ``<root>/MNIST/raw/*-ubyte[.gz]``; val = the 10k test set."""
+    """MNIST from torchvision's layout ``<root>/MNIST/raw/*-ubyte[.gz]``.
+
+    val: ``val_fraction`` of the 60k training images (seeded); test: the official 10k (t10k) images.
+    """
 
     name = "mnist"
     folder = "MNIST"
+    official_test = True
 
     def load_splits(self):
         raw = (
@@ -195,7 +254,8 @@ class MNISTDataModule(ImageDataModule):
                 )
             images = torch.from_numpy(_read_idx_images(path))[:, None]
             splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
-        return splits[0], splits[1]
+        train, val, _ = self._carve(splits[0])
+        return train, val, splits[1]
 
 
 class FashionMNISTDataModule(MNISTDataModule):
@@ -223,9 +283,13 @@ def _read_idx_images(path: Path) -> np.ndarray:
 
 
 class CIFAR10DataModule(ImageDataModule):
-    """CIFAR-10 from torchvision's layout ``<root>/cifar-10-batches-py/``; val = the test batch."""
+    """CIFAR-10 from torchvision's layout ``<root>/cifar-10-batches-py/``.
+
+    val: ``val_fraction`` of data_batch_1..5 (seeded); test: the official test_batch.
+    """
 
     name = "cifar10"
+    official_test = True
 
     def load_splits(self):
         folder = self._require_root("<root>/cifar-10-batches-py/data_batch_1..5, test_batch")
@@ -246,7 +310,8 @@ class CIFAR10DataModule(ImageDataModule):
             arrays = [_read_cifar_batch(folder / f) for f in files]
             images = torch.from_numpy(np.concatenate(arrays)).view(-1, 3, 32, 32)
             splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
-        return splits[0], splits[1]
+        train, val, _ = self._carve(splits[0])
+        return train, val, splits[1]
 
 
 def _read_cifar_batch(path: Path) -> np.ndarray:
@@ -256,7 +321,7 @@ def _read_cifar_batch(path: Path) -> np.ndarray:
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Any folder of images (searched recursively), split train/val by ``val_fraction``."""
+    """Any folder of images (searched recursively), carved by ``val_fraction`` and ``test_fraction``."""
 
     name = "image_folder"
     default_workers = min(4, os.cpu_count() or 1)
@@ -268,7 +333,7 @@ class ImageFolderDataModule(ImageDataModule):
     def load_splits(self):
         folder = self._require_root("<root>/**/*.{jpg,png,...}")
         files = list_images(folder, f"data={self.name} expects image files under {folder}")
-        return self._split(ImageFiles(files, self.channels, self.resolution, self.crop))
+        return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
 
 
 def list_images(folder: Path, expectation: str) -> list[Path]:
@@ -285,8 +350,10 @@ def list_images(folder: Path, expectation: str) -> list[Path]:
 class CelebADataModule(ImageFolderDataModule):
     """CelebA aligned faces, center-cropped (178 px) and resized.
 
-    Accepts torchvision's layout ``<root>/celeba/img_align_celeba/`` (official splits from
-    ``list_eval_partition.txt`` when present) or a plain ``<root>/img_align_celeba/`` folder.
+    Accepts torchvision's layout ``<root>/celeba/img_align_celeba/`` or a plain
+    ``<root>/img_align_celeba/`` folder. With ``list_eval_partition.txt`` beside the folder its
+    official splits are used (0/1/2 = train/val/test; the fractions do not apply); without it, the
+    folder is carved.
     """
 
     name = "celeba"
@@ -294,9 +361,25 @@ class CelebADataModule(ImageFolderDataModule):
     def __init__(self, *args, crop: int | None = 178, **kwargs):
         super().__init__(*args, crop=crop, **kwargs)
 
-    def load_splits(self):
+    def _candidates(self) -> list[Path]:
         root = self._require_root("<root>/celeba/img_align_celeba/*.jpg or <root>/img_align_celeba/*.jpg")
-        candidates = [root / "celeba" / "img_align_celeba", root / "img_align_celeba"]
+        return [root / "celeba" / "img_align_celeba", root / "img_align_celeba"]
+
+    def _partition(self) -> Path | None:
+        """``list_eval_partition.txt`` beside the image folder, if any."""
+        folders = [c for c in self._candidates() if c.is_dir()] if self.root else []
+        path = folders[0].parent / "list_eval_partition.txt" if folders else None
+        return path if path and path.is_file() else None
+
+    @property
+    def has_test_split(self) -> bool:
+        return self.test_fraction > 0 or self._partition() is not None
+
+    def _is_official(self, split: str) -> bool:
+        return self._partition() is not None
+
+    def load_splits(self):
+        candidates = self._candidates()
         folder = next((c for c in candidates if c.is_dir()), None)
         if folder is None:
             raise DatasetNotFoundError(
@@ -305,15 +388,14 @@ class CelebADataModule(ImageFolderDataModule):
                 "beside it; set data.root to the folder that holds them."
             )
         files = list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
-        partition = folder.parent / "list_eval_partition.txt"
-        if not partition.is_file():
-            return self._split(ImageFiles(files, self.channels, self.resolution, self.crop))
+        partition = self._partition()
+        if partition is None:
+            return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
         split_of = dict(line.split() for line in partition.read_text().splitlines() if line.strip())
-        train = [f for f in files if split_of.get(f.name) == "0"]
-        val = [f for f in files if split_of.get(f.name) == "1"]
-        if not train or not val:
+        splits = [[f for f in files if split_of.get(f.name) == code] for code in "012"]
+        if not all(splits):
             raise DatasetNotFoundError(
-                f"{partition} assigns no images of {folder} to the train (0) or val (1) split."
+                f"{partition} assigns no images of {folder} to the train (0), val (1) or test (2) split."
             )
-        make = lambda fs: ImageFiles(fs, self.channels, self.resolution, self.crop)  # noqa: E731
-        return make(train), make(val)
+        train, val, test = (ImageFiles(fs, self.channels, self.resolution, self.crop) for fs in splits)
+        return train, val, test

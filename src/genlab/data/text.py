@@ -1,7 +1,7 @@
 """Text LightningDataModules: a tokenizer trained on the training split, tokens tensorised once.
 
 Training batches are windows of ``block_size + 1`` tokens at random offsets (as nanoGPT samples
-them); validation uses consecutive non-overlapping windows. The tokenizer (JSON) is saved in the
+them); validation and test use consecutive non-overlapping windows. The tokenizer (JSON) is saved in the
 run dir and in every checkpoint (``state_dict``).
 """
 
@@ -14,6 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from genlab.data.sampling import eval_sampler, train_loader
+from genlab.errors import ConfigError, DataError, DatasetNotFoundError
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+MULTI30K_URL = "https://github.com/multi30k/dataset"
 
 
 class CharTokenizer:
@@ -36,8 +40,12 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         try:
             return [self.index[c] for c in text]
-        except KeyError as err:
-            raise ValueError(f"character {err.args[0]!r} is not in the tokenizer's vocabulary") from None
+        except KeyError:
+            unknown = "".join(sorted(set(text) - set(self.index)))
+            raise DataError(
+                f"{unknown!r}: not in the char tokenizer's vocabulary (the {len(self.chars)} characters of the "
+                "training text); leave them out, or train with data.tokenizer=bpe, which encodes any text."
+            ) from None
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -103,7 +111,7 @@ class TokenWindows(Dataset):
 
     def __init__(self, tokens: torch.Tensor, block_size: int, stride: int):
         if len(tokens) <= block_size:
-            raise ValueError(f"{len(tokens)} tokens are too few for block_size={block_size}")
+            raise DataError(f"{len(tokens)} tokens are too few for block_size={block_size}")
         self.tokens, self.block_size, self.stride = tokens, block_size, stride
 
     def __len__(self) -> int:
@@ -115,9 +123,13 @@ class TokenWindows(Dataset):
 
 
 class TextDataModule(pl.LightningDataModule):
-    """Splits a text train/val (first ``1 - val_fraction`` for training) and tokenises it once."""
+    """Splits a text into contiguous train | val | test parts and tokenises each once.
+
+    val is the ``val_fraction`` after the training part, test the last ``test_fraction`` (none at 0).
+    """
 
     name = "text"
+    references = False  # held-out continuations, not references: eval.py reports no BLEU on them
 
     def __init__(
         self,
@@ -126,26 +138,34 @@ class TextDataModule(pl.LightningDataModule):
         block_size: int = 256,
         batch_size: int = 64,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
         num_workers: int = 0,
         save_dir: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
         self.seed = seed
+        if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must satisfy "
+                "0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1"
+            )
         if tokenizer not in TOKENIZERS:
-            raise ValueError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
+            raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
         if batch_size <= 0 or block_size <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size and data.block_size must be positive, got {batch_size}, {block_size}"
             )
         self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size
         self.block_size, self.batch_size = block_size, batch_size
-        self.val_fraction, self.num_workers = val_fraction, num_workers
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.num_workers = num_workers
         self.save_dir = Path(save_dir) if save_dir else None
         self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.train_tokens: torch.Tensor | None = None
         self.val_tokens: torch.Tensor | None = None
-        self.val_chars_per_token = 1.0
+        self.test_tokens: torch.Tensor | None = None
+        self._chars_per_token: dict[str, float] = {}
 
     def load_text(self) -> str:
         raise NotImplementedError
@@ -155,39 +175,75 @@ class TextDataModule(pl.LightningDataModule):
         self.setup()
         return self.tokenizer.vocab_size
 
+    @property
+    def has_test_split(self) -> bool:
+        """Whether a test part is held out (``test_fraction`` > 0)."""
+        return self.test_fraction > 0
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_tokens is not None:
             return
         text = self.load_text()
-        split = int(len(text) * (1 - self.val_fraction))
-        train_text, val_text = text[:split], text[split:]
+        val_start = int(len(text) * (1 - self.val_fraction - self.test_fraction))
+        test_start = int(len(text) * (1 - self.test_fraction))
+        train_text = text[:val_start]
+        parts = {
+            "val": text[val_start:test_start],
+            "test": text[test_start:] if self.has_test_split else None,
+        }
         if self.tokenizer is None:
-            self.tokenizer = TOKENIZERS[self.tokenizer_kind].train(train_text, self.requested_vocab)
+            # char: every character of the whole text, as nanoGPT, so a symbol that occurs only in the
+            # validation part still encodes; BPE learns its merges on the training part and covers any
+            # text with its byte alphabet.
+            source = text if self.tokenizer_kind == "char" else train_text
+            self.tokenizer = TOKENIZERS[self.tokenizer_kind].train(source, self.requested_vocab)
         self.train_tokens = torch.tensor(self.tokenizer.encode(train_text), dtype=torch.int32)
-        self.val_tokens = torch.tensor(self.tokenizer.encode(val_text), dtype=torch.int32)
-        self.val_chars_per_token = len(val_text) / max(len(self.val_tokens), 1)
+        for split, part in parts.items():
+            if part is not None:
+                tokens = torch.tensor(self.tokenizer.encode(part), dtype=torch.int32)
+                setattr(self, f"{split}_tokens", tokens)
+                self._chars_per_token[split] = len(part) / max(len(tokens), 1)
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
 
-    def bleu_pairs(self, n: int) -> list[tuple[list[int], str]]:
-        """Held-out prompts (the first half of validation windows) and their true continuations."""
+    def _tokens(self, split: str) -> torch.Tensor:
+        self.setup()
+        tokens = {"val": self.val_tokens, "test": self.test_tokens}[split]
+        if tokens is None:
+            raise ConfigError(
+                f"data={self.name} has no test split: set data.test_fraction=0.1 to hold out the end of "
+                "the text, or evaluate split=val"
+            )
+        return tokens
+
+    def chars_per_token(self, split: str) -> float:
+        """Characters per token of the ``val`` or ``test`` text (bits per character = bits per token / this)."""
+        self._tokens(split)
+        return self._chars_per_token[split]
+
+    def bleu_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        """Held-out prompts (the first half of ``split``'s windows; None: all) and their true continuations."""
         half = self.block_size // 2
-        windows = self.val_tokens[: n * self.block_size].long().view(-1, self.block_size).tolist()
-        return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows]
+        tokens = self._tokens(split)[: n * self.block_size if n is not None else None]
+        windows = tokens[: len(tokens) // self.block_size * self.block_size].long().view(-1, self.block_size)
+        return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows.tolist()]
 
     def train_dataloader(self) -> DataLoader:
         windows = TokenWindows(self.train_tokens, self.block_size, stride=1)
         return train_loader(windows, self.batch_size, self.seed, num_workers=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        windows = TokenWindows(self.val_tokens, self.block_size, stride=self.block_size)
+    def _eval_loader(self, split: str) -> DataLoader:
+        windows = TokenWindows(self._tokens(split), self.block_size, stride=self.block_size)
         return DataLoader(
             windows, self.batch_size, sampler=eval_sampler(windows), num_workers=self.num_workers
         )
 
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._eval_loader("test")
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
@@ -202,13 +258,17 @@ class TextFileDataModule(TextDataModule):
 
     name = "text_file"
 
-    def __init__(self, path: str, **kwargs):
+    def __init__(self, path: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser() if path else None
 
     def load_text(self) -> str:
+        if self.path is None:
+            raise DatasetNotFoundError(
+                f"data.path is not set: give a UTF-8 text file, e.g. data.path=input.txt (Tiny Shakespeare: {SHAKESPEARE_URL})."
+            )
         if not self.path.is_file():
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"data.path={self.path} is not a file: give the path of a UTF-8 text file."
             )
         return read_utf8(self.path)
@@ -232,7 +292,7 @@ def read_utf8(path: Path) -> str:
         with opener(path, "rt", encoding="utf-8") as f:
             return f.read()
     except UnicodeDecodeError as err:
-        raise ValueError(
+        raise DataError(
             f"{path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
         ) from None
@@ -249,15 +309,17 @@ class ParallelDataModule(pl.LightningDataModule):
 
     Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
     (source<TAB>target). Each pair becomes ``source <sep> target <eos>``; the loss covers the
-    target only. A byte-level BPE is trained on both sides of the training split.
+    target only. A byte-level BPE is trained on both sides of the training split. The test split
+    (``test_split``, e.g. Multi30k's ``test_2016_flickr``) is read when its files exist.
     """
 
     name = "parallel"
+    references = True  # targets are reference translations: BLEU of decodes is meaningful
     SPECIALS = ("<pad>", "<sep>", "<eos>")
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         source: str = "de",
         target: str = "en",
         vocab_size: int = 8000,
@@ -267,38 +329,57 @@ class ParallelDataModule(pl.LightningDataModule):
         save_dir: str | None = None,
         train_split: str = "train",
         val_split: str = "val",
+        test_split: str | None = "test",
         seed: int = 0,
     ):
         super().__init__()
         self.seed = seed
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser() if root else None
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
         self.block_size, self.batch_size, self.num_workers = block_size, batch_size, num_workers
         self.save_dir = Path(save_dir) if save_dir else None
-        self.splits = (train_split, val_split)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.tokenizer: BPETokenizer | None = None
-        self.train_set = self.val_set = None
-        self.val_pairs: list[tuple[list[int], str]] = []
-        self.val_chars_per_token = 1.0
+        self.train_set = self.val_set = self.test_set = None
+        self.prompts: dict[str, list[tuple[list[int], str]]] = {}  # per eval split: (prompt ids, reference)
+        self._chars_per_token: dict[str, float] = {}
 
-    def read_split(self, split: str) -> list[tuple[str, str]]:
+    def _files(self, split: str) -> tuple[Path, Path] | Path | None:
+        """The (source, target) files or the TSV file of ``split``, whichever exists first."""
+        if self.root is None:
+            raise DatasetNotFoundError(
+                "data.root is not set: give the folder of a parallel corpus (<split>.<lang>[.gz] or <split>.tsv), "
+                f"e.g. Multi30k's data/task1/raw from {MULTI30K_URL}."
+            )
         for ext in (".gz", ""):
             src, tgt = self.root / f"{split}.{self.source}{ext}", self.root / f"{split}.{self.target}{ext}"
             if src.is_file() and tgt.is_file():
-                sources, targets = _read_lines(src), _read_lines(tgt)
-                if len(sources) != len(targets):
-                    raise ValueError(
-                        f"{src.name} has {len(sources)} lines but {tgt.name} has {len(targets)}: line i of one "
-                        "must translate line i of the other."
-                    )
-                return list(zip(sources, targets))
+                return src, tgt
         tsv = self.root / f"{split}.tsv"
-        if tsv.is_file():
-            rows = [line.split("\t") for line in _read_lines(tsv) if line]
+        return tsv if tsv.is_file() else None
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the ``test_split`` files exist."""
+        return self.splits["test"] is not None and self._files(self.splits["test"]) is not None
+
+    def read_split(self, split: str) -> list[tuple[str, str]]:
+        files = self._files(split)
+        if isinstance(files, tuple):
+            src, tgt = files
+            sources, targets = _read_lines(src), _read_lines(tgt)
+            if len(sources) != len(targets):
+                raise DataError(
+                    f"{src.name} has {len(sources)} lines but {tgt.name} has {len(targets)}: line i of one "
+                    "must translate line i of the other."
+                )
+            return list(zip(sources, targets))
+        if files is not None:
+            rows = [line.split("\t") for line in _read_lines(files) if line]
             if bad := [i + 1 for i, r in enumerate(rows) if len(r) != 2]:
-                raise ValueError(f"{tsv}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
+                raise DataError(f"{files}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
             return [(a, b) for a, b in rows]
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
             f"(Multi30k layout) or {split}.tsv; set data.root."
         )
@@ -318,14 +399,21 @@ class ParallelDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_pairs, val_pairs = (self.read_split(s) for s in self.splits)
+        splits = ["train", "val"] + (["test"] if self.has_test_split else [])
+        pairs = {split: self.read_split(self.splits[split]) for split in splits}
         if self.tokenizer is None:
-            text = "\n".join(f"{a}\n{b}" for a, b in train_pairs)
+            text = "\n".join(f"{a}\n{b}" for a, b in pairs["train"])
             self.tokenizer = BPETokenizer.train(text, self.vocab_size_requested, specials=self.SPECIALS)
-        self.train_set = self._encode(train_pairs)
-        self.val_set = self._encode(val_pairs)
         sep = self.special("<sep>")
-        self.val_pairs = [(self.tokenizer.encode(a)[: self.block_size // 2] + [sep], b) for a, b in val_pairs]
+        for split in splits:
+            dataset = self._encode(pairs[split])
+            setattr(self, f"{split}_set", dataset)
+            if split != "train":
+                target_tokens = int((dataset.tensors[1] != -100).sum())  # target tokens and <eos>
+                target_chars = sum(len(b) + 1 for _, b in pairs[split])  # <eos> counts as the line's end
+                self._chars_per_token[split] = target_chars / max(target_tokens, 1)
+                half = self.block_size // 2
+                self.prompts[split] = [(self.tokenizer.encode(a)[:half] + [sep], b) for a, b in pairs[split]]
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
@@ -342,9 +430,24 @@ class ParallelDataModule(pl.LightningDataModule):
             y[i, : len(src)] = -100  # no loss on the source or on predicting <sep>
         return torch.utils.data.TensorDataset(x, y)
 
-    def bleu_pairs(self, n: int) -> list[tuple[list[int], str]]:
-        """(prompt token ids, reference text) for the first ``n`` validation pairs."""
-        return self.val_pairs[:n]
+    def _require(self, split: str) -> None:
+        if split == "test" and not self.has_test_split:
+            stem = self.splits["test"]
+            raise ConfigError(
+                f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
+                f"or {stem}.tsv in {self.root}; set data.test_split to its file stem, or evaluate split=val"
+            )
+        self.setup()
+
+    def bleu_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        """(prompt token ids, reference text) for the first ``n`` pairs (None: all) of ``split``."""
+        self._require(split)
+        return self.prompts[split][:n]
+
+    def chars_per_token(self, split: str) -> float:
+        """Characters per token of ``split``'s targets (bits per character = bits per token / this)."""
+        self._require(split)
+        return self._chars_per_token[split]
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.train_set, self.batch_size, self.seed, num_workers=self.num_workers)
@@ -355,7 +458,10 @@ class ParallelDataModule(pl.LightningDataModule):
         )
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        self._require("test")
+        return DataLoader(
+            self.test_set, self.batch_size, sampler=eval_sampler(self.test_set), num_workers=self.num_workers
+        )
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}

@@ -4,20 +4,24 @@ Settings follow the reference implementation (torch-fidelity / TTUR): uint8 inpu
 bilinear resize to 299x299 without antialiasing, 2048-d pool features, float64 statistics.
 """
 
+import logging
 import os
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from genlab.errors import GenlabError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "GENLAB_FID_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
 
 
-class InceptionWeightsNotFound(FileNotFoundError):
-    pass
+class InceptionWeightsNotFound(GenlabError, FileNotFoundError):
+    """A weights path was given but holds no file."""
 
 
 def find_inception_weights(path: str | None = None, download: bool = True) -> Path | None:
@@ -46,7 +50,7 @@ def find_inception_weights(path: str | None = None, download: bool = True) -> Pa
             torch.hub.download_url_to_file(WEIGHTS_URL, str(cached), progress=False)
             return cached
         except Exception as err:  # offline, proxy, ...
-            warnings.warn(f"Could not download the FID Inception weights ({err}).", stacklevel=2)
+            log.debug("Could not download the FID Inception weights from %s: %s", WEIGHTS_URL, err)
     return None
 
 

@@ -7,12 +7,12 @@ network when ``ema_decay`` is set.
 
 import math
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.models import eval_prefix
+from genlab.errors import ConfigError
+from genlab.models import GenerativeModel, eval_prefix
 from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
 
@@ -30,10 +30,12 @@ def beta_schedule(kind: str, timesteps: int) -> torch.Tensor:
         steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
         alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    raise ValueError(f"Unknown beta schedule {kind!r}; choose one of {SCHEDULES}")
+    raise ConfigError(f"Unknown beta schedule {kind!r}; choose one of {SCHEDULES}")
 
 
-class Diffusion(pl.LightningModule):
+class Diffusion(GenerativeModel):
+    fallback_metric = "val/loss"
+
     def __init__(
         self,
         net: nn.Module,
@@ -50,11 +52,11 @@ class Diffusion(pl.LightningModule):
     ):
         super().__init__()
         if prediction not in ("eps", "v"):
-            raise ValueError(f"model.prediction must be 'eps' or 'v', got {prediction!r}")
+            raise ConfigError(f"model.prediction must be 'eps' or 'v', got {prediction!r}")
         if sampler not in SAMPLERS:
-            raise ValueError(f"model.sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise ConfigError(f"model.sampler must be one of {SAMPLERS}, got {sampler!r}")
         if lr <= 0:
-            raise ValueError(f"model.lr must be positive, got {lr}")
+            raise ConfigError(f"model.lr must be positive, got {lr}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.ema = EMA(net, ema_decay) if ema_decay else None
@@ -134,10 +136,10 @@ class Diffusion(pl.LightningModule):
                 x = mean + self.posterior_var[i].sqrt() * noise
             return x.clamp(-1, 1)
         if sampler != "ddim":
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         steps = steps or self.hparams.sample_steps
         if not 1 <= steps <= self.hparams.timesteps:
-            raise ValueError(f"DDIM steps must be in [1, {self.hparams.timesteps}], got {steps}")
+            raise ConfigError(f"DDIM steps must be in [1, {self.hparams.timesteps}], got {steps}")
         times = torch.linspace(self.hparams.timesteps - 1, 0, steps).round().long().tolist()
         for i, t_now in enumerate(times):
             t = torch.full((num,), t_now, device=self.device, dtype=torch.long)

@@ -7,11 +7,11 @@ Lightning's ``trainer.global_step`` counts *optimizer* steps (D + G), so budget 
 
 import logging
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from genlab.models import eval_prefix, gan_losses
+from genlab.errors import ConfigError
+from genlab.models import GenerativeModel, eval_prefix, gan_losses
 from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
 
@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 COLLAPSE_CHECK_EVERY = 10
 
 
-class GAN(pl.LightningModule):
+class GAN(GenerativeModel):
+    fallback_metric = None  # D(x)/D(G(z)) do not rank generators: without FID, keep the last epoch
+    ddp_find_unused_parameters = True  # the D step never reaches G; the G step leaves D frozen
+
     def __init__(
         self,
         generator: nn.Module,
@@ -37,16 +40,16 @@ class GAN(pl.LightningModule):
     ):
         super().__init__()
         if loss not in gan_losses.LOSSES:
-            raise ValueError(f"model.loss={loss!r} is unknown; choose one of {gan_losses.LOSSES}")
+            raise ConfigError(f"model.loss={loss!r} is unknown; choose one of {gan_losses.LOSSES}")
         if loss == "wgan_gp" and getattr(discriminator, "norm", None) == "batch":
-            raise ValueError(
+            raise ConfigError(
                 "WGAN-GP's per-sample gradient penalty is invalid with BatchNorm in the discriminator: "
                 "set model.discriminator.norm=none (or spectral)."
             )
         if lr <= 0 or (d_lr is not None and d_lr <= 0):
-            raise ValueError(f"Learning rates must be positive, got model.lr={lr}, model.d_lr={d_lr}")
+            raise ConfigError(f"Learning rates must be positive, got model.lr={lr}, model.d_lr={d_lr}")
         if n_critic < 1:
-            raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
+            raise ConfigError(f"model.n_critic must be >= 1, got {n_critic}")
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         self.automatic_optimization = False
         self.generator = generator
@@ -141,7 +144,7 @@ class GAN(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self.hparams.collapse_patience and self.hparams.loss == "non_saturating":
             self._check_collapse()
-            self.log("train/d_collapsed", float(self.collapsed))
+            self.log("train/d_collapsed", float(self.collapsed), sync_dist=True, reduce_fx="max")
 
     def _score(self, logits: torch.Tensor) -> torch.Tensor:
         """D's mean output: a probability for the BCE loss, the raw critic score otherwise."""

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import ConfigError
+
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
 
 
@@ -16,7 +18,7 @@ def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     if kind == "wgan_gp":
         return fake_logits.mean() - real_logits.mean()
-    raise ValueError(f"Unknown GAN loss {kind!r}; choose one of {LOSSES}")
+    raise ConfigError(f"Unknown GAN loss {kind!r}; choose one of {LOSSES}")
 
 
 def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -24,7 +26,7 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
     if kind in ("hinge", "wgan_gp"):
         return -fake_logits.mean()
-    raise ValueError(f"Unknown GAN loss {kind!r}; choose one of {LOSSES}")
+    raise ConfigError(f"Unknown GAN loss {kind!r}; choose one of {LOSSES}")
 
 
 def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

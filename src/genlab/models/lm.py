@@ -1,23 +1,26 @@
 """Autoregressive language model training: next-token cross-entropy, perplexity, bits per character.
 
-Validation reduces the token-weighted mean NLL across batches and ranks (torchmetrics), so
-``val/perplexity`` = exp(mean token NLL) and ``val/bpc`` = bits per character of the text.
+Validation (and test) reduces the token-weighted mean NLL across batches and ranks (torchmetrics),
+so ``val/perplexity`` = exp(mean token NLL) and ``val/bpc`` = bits per character of the text; under
+``trainer.test`` the same metrics (``test/...``), bpc and BLEU are measured on the test split.
 """
 
 import math
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
-from genlab.models import eval_prefix
+from genlab.errors import ConfigError
+from genlab.models import GenerativeModel, eval_prefix
 from genlab.models.schedules import make_schedule
 
 
-class LanguageModel(pl.LightningModule):
+class LanguageModel(GenerativeModel):
+    fallback_metric = "val/loss"
+
     def __init__(
         self,
         net: nn.Module,
@@ -33,7 +36,7 @@ class LanguageModel(pl.LightningModule):
     ):
         super().__init__()
         if lr <= 0:
-            raise ValueError(f"model.lr must be positive, got {lr}")
+            raise ConfigError(f"model.lr must be positive, got {lr}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         if compile:
@@ -58,23 +61,26 @@ class LanguageModel(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
         self.val_nll.reset()
-        chars_per_token = getattr(self.trainer.datamodule, "val_chars_per_token", 1.0)
+        dm, split = self.trainer.datamodule, eval_prefix(self)  # the split evaluated: val or test
+        chars_per_token = dm.chars_per_token(split) if hasattr(dm, "chars_per_token") else 1.0
         metrics = {
             "loss": nll,
             "perplexity": nll.exp(),
             "bpc": nll / (math.log(2) * chars_per_token),
         }
-        if self.hparams.bleu_samples and hasattr(self.trainer.datamodule, "bleu_pairs"):
-            metrics["bleu"] = self.corpus_bleu(self.trainer.datamodule)
-        self.log_dict({f"{eval_prefix(self)}/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        if self.hparams.bleu_samples and hasattr(dm, "bleu_pairs"):
+            metrics["bleu"] = self.corpus_bleu(dm, split)
+        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, prog_bar=True)
 
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
     @torch.no_grad()
-    def corpus_bleu(self, datamodule) -> torch.Tensor:
-        """Corpus BLEU (0-100) of greedy decodes of the datamodule's held-out prompts; each rank decodes a share."""
-        pairs = datamodule.bleu_pairs(self.hparams.bleu_samples)[self.global_rank :: self.trainer.world_size]
+    def corpus_bleu(self, datamodule, split: str = "val") -> torch.Tensor:
+        """Corpus BLEU (0-100) of greedy decodes of ``split``'s held-out prompts; each rank decodes a share."""
+        n = self.hparams.bleu_samples
+        pairs = datamodule.bleu_pairs(n if n > 0 else None, split)
+        pairs = pairs[self.global_rank :: self.trainer.world_size]
         stop = getattr(datamodule, "eos_id", None)
         hypotheses, references = [], []
         for prompt, reference in pairs:

@@ -5,6 +5,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from genlab.errors import ConfigError
+
 SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -13,7 +15,7 @@ def make_schedule(
 ) -> LambdaLR:
     """Linear warm-up for ``warmup_steps``, then constant, or linear / cosine decay to ``final_ratio`` x lr."""
     if kind not in SCHEDULES:
-        raise ValueError(f"Unknown lr schedule {kind!r}; choose one of {SCHEDULES}")
+        raise ConfigError(f"Unknown lr schedule {kind!r}; choose one of {SCHEDULES}")
     total_steps = max(total_steps, 1)
 
     def factor(step: int) -> float:

@@ -9,18 +9,20 @@ reported as a discrete likelihood over 256 bins) and ``discretized_gaussian`` (e
 
 import math
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.models import eval_prefix
+from genlab.errors import ConfigError
+from genlab.models import GenerativeModel, eval_prefix
 from genlab.models.schedules import make_schedule
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
 
 
-class VAE(pl.LightningModule):
+class VAE(GenerativeModel):
+    fallback_metric = "val/nelbo"
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -37,9 +39,9 @@ class VAE(pl.LightningModule):
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"model.likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
+            raise ConfigError(f"model.likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
         if lr <= 0:
-            raise ValueError(f"model.lr must be positive, got {lr}")
+            raise ConfigError(f"model.lr must be positive, got {lr}")
         self.save_hyperparameters(ignore=["encoder", "decoder"])
         self.encoder, self.decoder = encoder, decoder
         if likelihood != "bernoulli":  # learned per-channel pixel scale

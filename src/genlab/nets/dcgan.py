@@ -9,11 +9,13 @@ import math
 import torch
 from torch import nn
 
+from genlab.errors import ConfigError
+
 
 def num_blocks(resolution: int) -> int:
     """Number of 2x up/down-sampling blocks between 4x4 and ``resolution``."""
     if resolution < 8 or resolution & (resolution - 1):
-        raise ValueError(
+        raise ConfigError(
             f"DCGAN needs a power-of-two resolution >= 8, got {resolution}; "
             "set data.resolution to 32 or 64 (the datamodules resize to it)."
         )
@@ -57,7 +59,7 @@ class Discriminator(nn.Module):
     def __init__(self, channels: int = 3, resolution: int = 32, width: int = 64, norm: str = "batch"):
         super().__init__()
         if norm not in ("batch", "spectral", "none"):
-            raise ValueError(f"Discriminator norm must be 'batch', 'spectral' or 'none', got {norm!r}")
+            raise ConfigError(f"Discriminator norm must be 'batch', 'spectral' or 'none', got {norm!r}")
         self.norm = norm
         n = num_blocks(resolution)
         dims = [width * 2**i for i in range(n)]  # e.g. 64, 128, 256 for 32 px

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import ConfigError
+
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, T, head_dim)
 
 
@@ -17,7 +19,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
         if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+            raise ConfigError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.n_head, self.dropout = n_head, dropout
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
@@ -106,7 +108,7 @@ class GPT(nn.Module):
         """Logits (B, T, vocab) for token ids (B, T), continuing after ``cache`` if given."""
         start = cache[0][0].shape[2] if cache else 0
         if start + idx.shape[1] > self.block_size:
-            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size {self.block_size}")
+            raise ConfigError(f"sequence length {start + idx.shape[1]} exceeds block_size {self.block_size}")
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         new_cache = []

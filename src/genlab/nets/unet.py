@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.errors import ConfigError
+
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps, (B,) -> (B, dim)."""
@@ -75,7 +77,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mults) - 1):
-            raise ValueError(
+            raise ConfigError(
                 f"resolution {resolution} is not divisible by 2^{len(channel_mults) - 1} (channel_mults)"
             )
         self.channels, self.resolution = channels, resolution

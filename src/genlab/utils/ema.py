@@ -4,6 +4,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from genlab.errors import ConfigError
+
 
 class EMA(AveragedModel):
     """Frozen EMA copy of ``model`` (torch's ``AveragedModel``); call :meth:`update` after each step.
@@ -16,7 +18,7 @@ class EMA(AveragedModel):
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         super().__init__(model, multi_avg_fn=self._lerp, use_buffers=False)
         self.requires_grad_(False)

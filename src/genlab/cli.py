@@ -1,0 +1,96 @@
+"""Entry-point plumbing shared by ``src/train.py``, ``src/eval.py`` and ``src/sample.py``."""
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from genlab.errors import ConfigError, GenlabError
+
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+
+def user_error(err: BaseException) -> GenlabError | None:
+    """The :class:`GenlabError` behind ``err`` (Hydra's instantiate and Lightning may wrap it), if any;
+    a required config value left unset counts as one."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, GenlabError):
+            return err
+        if isinstance(err, MissingMandatoryValue):  # a `???` in the config that the command did not set
+            return ConfigError(f"{err.full_key} is required: add {err.full_key}=... to the command.")
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors meant for the user print as one line (``Error: ...``) and exit with status 1.
+
+    Tracebacks stay one switch away: ``HYDRA_FULL_ERROR=1``. In a multirun the error propagates, so
+    the sweeper records the job as failed and goes on.
+    """
+
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except Exception as err:
+            problem = user_error(err)
+            if problem is None or os.environ.get(FULL_ERROR_ENV) == "1" or _in_multirun():
+                raise
+            if _is_rank_zero():
+                fail(str(problem))
+            sys.exit(1)
+
+    return wrapper
+
+
+def fail(message: str) -> None:
+    """Stops the command with one line: for checks that run before Hydra starts a job."""
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def check_creatable(directory: str, key: str) -> None:
+    """``directory`` can be created: its nearest existing ancestor is a writable folder (nothing is made)."""
+    path = Path(directory).expanduser().absolute()
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        fail(
+            f"Cannot create the output dir {path} ({ancestor} is not a writable folder); point {key} at a writable location."
+        )
+
+
+class StartupChecks(Callback):
+    """Hydra callback: what would fail before a job starts (output dir, launcher) stops with one line."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_creatable(config.hydra.run.dir, "hydra.run.dir (or paths.log_dir)")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_creatable(config.hydra.sweep.dir, "hydra.sweep.dir (or paths.log_dir)")
+        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if "SlurmLauncher" in target and shutil.which("sbatch") is None:
+            fail(
+                "hydra/launcher=slurm submits each job with SLURM's sbatch, which this machine lacks: run the "
+                "command on the cluster's login node, or launch here with hydra/launcher=basic or joblib."
+            )

@@ -1,0 +1,143 @@
+"""Every entry-point shortcut works for every family or says in one line that it does not apply."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.pipeline import train
+from tests.conftest import QUICK, ROOT, TINY_GPT, assert_user_error, compose_train, run_script
+from tests.datasets import write_copy_corpus
+
+pytestmark = pytest.mark.slow
+TEXT = [
+    "model=gpt",
+    *TINY_GPT,
+    "trainer=cpu",
+    "callbacks.progress_bar=null",
+    "callbacks.text_samples.max_new_tokens=4",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A GAN on digits, a GPT on text_docs and a GPT translating a toy parallel corpus."""
+    root = tmp_path_factory.mktemp("entry_points")
+    corpus = write_copy_corpus(root / "corpus")
+    args = {
+        "image": QUICK,
+        "text": [*TEXT, "data=text_docs", "trainer.max_epochs=1", "+trainer.limit_train_batches=4"],
+        "parallel": [  # as tests/test_ddp.py: learns the copy task in a few epochs
+            *TEXT,
+            "data=parallel",
+            f"data.root={corpus}",
+            "data.vocab_size=300",
+            "data.block_size=24",
+            "data.batch_size=32",
+            "model.net.n_embd=64",
+            "model.net.dropout=0",
+            "model.lr=3e-3",
+            "model.warmup_steps=20",
+            "trainer.max_epochs=4",
+        ],
+    }
+    for name, overrides in args.items():
+        train(compose_train(overrides, root / name))
+    return {name: root / name for name in args}
+
+
+def evaluate(run: Path, args: list[str], out: Path, check: bool = True):
+    return run_script("eval.py", [f"ckpt_path={run}", *args, f"hydra.run.dir={out}"], out, check=check)
+
+
+def test_num_samples_sets_fid_samples_of_image_runs_and_says_what_applies_to_text(
+    runs, fid_weights, tmp_path
+):
+    image = evaluate(runs["image"], ["num_samples=4"], tmp_path / "image", check=False)
+    assert_user_error(image, "FID/KID")  # QUICK trains with metrics=null: nothing to count samples for
+    text = evaluate(runs["text"], ["num_samples=10"], tmp_path / "text", check=False)
+    assert_user_error(text, "+overrides.model.bleu_samples=N")
+    with_fid = [
+        "num_samples=6",
+        "+overrides.metrics={_target_: genlab.callbacks.image_metrics.ImageMetrics, max_real: 6}",
+        f"+overrides.metrics.fid.weights_path={fid_weights}",
+        f"+overrides.metrics.cache_dir={tmp_path / 'cache'}",
+    ]
+    evaluate(runs["image"], with_fid, tmp_path / "fid")
+    assert json.loads((tmp_path / "fid" / "metrics.json").read_text())["val/fid"] > 0
+
+
+def test_data_root_moves_folder_datasets_and_says_what_applies_to_others(runs, tmp_path):
+    moved = tmp_path / "moved"
+    write_copy_corpus(moved)
+    evaluate(runs["parallel"], [f"data_root={moved}"], tmp_path / "parallel")
+    assert "val/bleu" in json.loads((tmp_path / "parallel" / "metrics.json").read_text())
+    docs = evaluate(runs["text"], [f"data_root={moved}"], tmp_path / "docs", check=False)
+    assert_user_error(
+        docs, "data_root applies to datasets read from a folder; TextDocsDataModule needs nothing"
+    )
+    image = evaluate(runs["image"], [f"data_root={moved}"], tmp_path / "image", check=False)
+    assert_user_error(
+        image, "data_root applies to datasets read from a folder; DigitsDataModule needs nothing"
+    )
+
+
+def test_eval_of_a_text_run_reports_generation_of_the_split_it_evaluates(runs, tmp_path):
+    for split in ("val", "test"):
+        evaluate(runs["parallel"], [f"split={split}"], tmp_path / split)
+        metrics = json.loads((tmp_path / split / "metrics.json").read_text())
+        assert metrics[f"{split}/bleu"] > 5, "BLEU of every pair of the split (the toy corpus is learnable)"
+        (samples,) = (tmp_path / split / "samples").glob("text_*.txt")
+        assert ("test_" in samples.name) == (split == "test") and "--- reference:" in samples.read_text()
+    val, test = (json.loads((tmp_path / s / "metrics.json").read_text()) for s in ("val", "test"))
+    assert val["val/loss"] != test["test/loss"], "different sentences"
+
+
+def test_bits_per_character_on_a_parallel_corpus_counts_characters(runs):
+    metrics = json.loads((runs["parallel"] / "metrics.json").read_text())
+    bits_per_token = metrics["val/loss"] / torch.log(torch.tensor(2.0)).item()
+    assert metrics["val/bpc"] < 0.5 * bits_per_token, "a BPE token spans several characters"
+
+
+def test_experiments_without_a_data_path_say_where_to_get_the_data(tmp_path):
+    for experiment, key in (("gpt_multi30k", "data.root"), ("gpt_shakespeare_char_cpu", "data.path")):
+        proc = run_script(
+            "train.py",
+            [f"experiment={experiment}", f"hydra.run.dir={tmp_path / experiment}"],
+            tmp_path,
+            check=False,
+        )
+        assert_user_error(proc, f"{key} is not set")
+        assert "https://" in proc.stderr, "where to get the data"
+
+
+CHECK_MEMORY = """
+import resource, sys, torch
+from omegaconf import OmegaConf
+from genlab.checkpoints import check_resumable
+cfg = OmegaConf.create({"model": {"_target_": "genlab.models.gan.GAN"}, "trainer": {"max_epochs": 10}})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+check_resumable(sys.argv[1], cfg)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_resume_check_reads_the_checkpoint_without_loading_its_tensors(tmp_path):
+    big = tmp_path / "big.ckpt"
+    torch.save(
+        {
+            "state_dict": {"w": torch.ones(100_000_000)},  # 400 MB
+            "genlab_config": {"model": {"_target_": "genlab.models.gan.GAN"}},
+            "epoch": 0,
+            "global_step": 10,
+        },
+        big,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_MEMORY, str(big)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) < 100, f"peak memory grew by {proc.stdout.split()[-1]} MB"

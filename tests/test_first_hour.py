@@ -1,0 +1,238 @@
+"""A new user's first hour: the commands users type work as typed, offline, on a fresh machine.
+
+Each test runs ``python src/...`` in a subprocess, as a user would, with only small-size overrides
+appended; failures must be one ``Error:`` line without a traceback.
+"""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from genlab.models.gan import GAN
+from genlab.pipeline import configure_ddp
+from tests.conftest import QUICK, SMALL, TINY_GPT, assert_user_error, compose_train, run_script
+from tests.datasets import write_celeba
+
+pytestmark = pytest.mark.slow
+
+TINY = {**SMALL, "gpt": TINY_GPT}  # small networks, a few batches: only sizes change, not the command
+SHORT = [
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=1",
+    "callbacks.progress_bar=null",
+]
+OFFLINE = {"GENLAB_FID_WEIGHTS": "", "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+NOTICE = "FID/KID skipped: no FID Inception weights found"
+
+
+def offline_env(tmp_path: Path) -> dict:
+    """No FID weights reachable: an empty torch hub, no $GENLAB_FID_WEIGHTS, downloads refused."""
+    (tmp_path / "torch_home").mkdir(exist_ok=True)
+    return {**OFFLINE, "TORCH_HOME": str(tmp_path / "torch_home")}
+
+
+# ---- 1. the headline command: the default trainer with trainer.devices=2 ----
+@pytest.fixture(scope="module")
+def celeba_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("celeba")
+    write_celeba(root / "img_align_celeba", n=24)
+    return root
+
+
+@pytest.mark.parametrize("family", ["gan", "vae", "diffusion", "gpt"])
+def test_trainer_devices_2_runs_two_processes_for_every_family(family, celeba_root, tmp_path):
+    data = (
+        ["data=text_docs", "callbacks.text_samples.max_new_tokens=4"]
+        if family == "gpt"
+        else ["data=celeba", f"data.root={celeba_root}", "data.resolution=16", "data.num_workers=0"]
+    )
+    run = tmp_path / "run"
+    args = [f"model={family}", *data, "trainer.devices=2", *TINY[family], *SHORT, f"hydra.run.dir={run}"]
+    run_script("train.py", args, tmp_path, env=offline_env(tmp_path))
+    log = (run / "train.log").read_text()
+    assert "MEMBER: 2/2" in log, "two processes joined the process group"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.json").is_file()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    ("model_args", "expected"),
+    [(QUICK, True), (["model=vae"], False), (["model=diffusion"], False)],
+)
+def test_ddp_searches_unused_parameters_only_where_the_model_needs_it(model_args, expected, tmp_path):
+    from hydra.utils import instantiate
+
+    model = instantiate(compose_train(model_args, tmp_path).model, _convert_="all")
+    assert isinstance(model, GAN) == expected
+    trainer = pl.Trainer(accelerator="cpu", devices=2, logger=False, enable_progress_bar=False)
+    configure_ddp(trainer, model)
+    assert trainer.strategy._ddp_kwargs["find_unused_parameters"] is expected
+    explicit = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=False
+    )
+    configure_ddp(explicit, model)
+    assert explicit.strategy._ddp_kwargs["find_unused_parameters"] is True, "the config's choice stands"
+
+
+# ---- 2. the default run on an offline machine ----
+def test_default_run_completes_offline_without_fid_weights(tmp_path):
+    run = tmp_path / "run"
+    proc = run_script("train.py", [*SHORT, f"hydra.run.dir={run}"], tmp_path, env=offline_env(tmp_path))
+    output = proc.stdout + proc.stderr
+    assert output.count(NOTICE) == 1, output[-3000:]
+    assert "metrics.fid.weights_path=<file> or GENLAB_FID_WEIGHTS=<file>" in output, "how to enable FID"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "samples").glob("epoch_*.png")), "sample grids"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "train/g_loss" in metrics and "val/fid" not in metrics
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["optimized_metric=val/fid"], ["hparams_search=gan_optuna", "hydra.sweeper.n_trials=1"]],
+    ids=["command_line", "sweep"],
+)
+def test_asking_for_fid_without_weights_fails_before_training(args, tmp_path):
+    run = tmp_path / "run"
+    proc = run_script(
+        "train.py",
+        [
+            *args,
+            *SHORT,
+            f"hydra.run.dir={run}",
+            f"hydra.sweep.dir={run}",
+            "hydra.job_logging.root.level=INFO",
+        ],
+        tmp_path,
+        env={**offline_env(tmp_path), "HYDRA_FULL_ERROR": ""},
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert "FID/KID are asked for but no FID Inception weights found" in output, output[-3000:]
+    assert not list(run.rglob("*.ckpt")), "nothing trained"
+    if "-m" not in args and "hparams_search" not in args[0]:
+        assert_user_error(proc, "FID/KID are asked for")
+
+
+# ---- 3. a user's own text ----
+def write_book(path: Path) -> Path:
+    """Plain ASCII prose, then a last part with characters that occur nowhere before it."""
+    rng = random.Random(0)
+    words = ["the", "sea", "was", "calm", "and", "grey", "under", "a", "low", "sky", "we", "sailed", "on"]
+    lines = [" ".join(rng.choice(words) for _ in range(10)).capitalize() + "." for _ in range(600)]
+    path.write_text("\n".join(lines) + "\nÉpilogue — naïve café, 東京 ☃ «fin»\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
+    book = write_book(tmp_path / "book.txt")
+    run = tmp_path / "run"
+    data = [f"data.path={book}", f"data.tokenizer={tokenizer}", "data.val_fraction=0.05"]
+    data += ["data.vocab_size=300"] if tokenizer == "bpe" else []
+    small = [*TINY["gpt"], "callbacks.text_samples.max_new_tokens=4", *SHORT]
+    run_script("train.py", ["model=gpt", "data=text_file", *data, *small, f"hydra.run.dir={run}"], tmp_path)
+    assert json.loads((run / "metrics.json").read_text())["val/loss"] > 0
+
+    sample = ["num_samples=2", "max_new_tokens=5", f"ckpt_path={run}"]
+    run_script("sample.py", [*sample, 'prompt="東京"', f"hydra.run.dir={tmp_path / 's1'}"], tmp_path)
+    assert (tmp_path / "s1" / "samples.txt").read_text().startswith("東京")
+    unseen = run_script(
+        "sample.py", [*sample, 'prompt="Жили"', f"hydra.run.dir={tmp_path / 's2'}"], tmp_path, check=False
+    )
+    if tokenizer == "bpe":  # byte-level: any text encodes
+        assert unseen.returncode == 0 and (tmp_path / "s2" / "samples.txt").read_text().startswith("Жили")
+    else:
+        assert_user_error(unseen, "'Жил': not in the char tokenizer's vocabulary")
+
+
+# ---- 4. errors meant for users: one line, no traceback ----
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("gan_run")
+    run_script("train.py", [*QUICK, f"hydra.run.dir={run}"], run)
+    return run
+
+
+def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]]:
+    """name -> (script, arguments, the message's key phrase)."""
+    (tmp / "empty").mkdir()
+    (tmp / "a_file").write_text("")
+    broken = tmp / "broken.ckpt"
+    broken.write_bytes((gan_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    return {
+        "missing_dataset": ("train.py", ["data=mnist", "data.root=/nonexistent/data"], "MNIST not found"),
+        "batch_size": ("train.py", ["data.batch_size=0"], "data.batch_size must be positive, got 0"),
+        "lr": ("train.py", ["model.lr=-0.001"], "model.lr must be positive, got -0.001"),
+        "image_size": ("train.py", ["model.generator.resolution=64"], "model.generator.resolution=64 but"),
+        "empty_folder": ("train.py", ["data=image_folder", f"data.root={tmp / 'empty'}"], "No images"),
+        "unwritable": (
+            "train.py",
+            [f"hydra.run.dir={tmp / 'a_file' / 'run'}"],
+            "Cannot create the output dir",
+        ),
+        "other_family": (
+            "train.py",
+            ["model=vae", f"ckpt_path={gan_run}"],
+            "was trained with genlab.models.gan.GAN",
+        ),
+        "truncated_ckpt": ("eval.py", [f"ckpt_path={broken}"], "truncated or corrupt"),
+        "missing_ckpt": ("sample.py", [f"ckpt_path={tmp / 'nowhere'}"], "no checkpoint at"),
+        "fp16_on_cpu": (
+            "train.py",
+            ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+            "needs a CUDA GPU",
+        ),
+        "gpu_absent": ("train.py", ["trainer=gpu"], "no CUDA GPU is visible"),
+        "fid_weights": ("train.py", ["metrics.fid.weights_path=/nonexistent.pth"], "which is not a file"),
+        "gan_loss": ("train.py", ["model.loss=wasserstein"], "model.loss='wasserstein' is unknown"),
+        "smaller_budget": (
+            "train.py",
+            [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
+            "leaves nothing to train",
+        ),
+    }
+
+
+CASES = [
+    "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
+    "truncated_ckpt", "missing_ckpt", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "smaller_budget",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_errors_print_one_line_without_traceback(case, gan_run, tmp_path):
+    if case == "gpu_absent" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    script, args, message = bad_inputs(tmp_path, gan_run)[case]
+    extra = ["callbacks.progress_bar=null"] if script == "train.py" else []
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_script(script, [*extra, *args], tmp_path, env={"HYDRA_FULL_ERROR": ""}, check=False)
+    assert_user_error(proc, message)
+
+
+def test_full_error_switch_shows_the_traceback(tmp_path):
+    proc = run_script(
+        "sample.py",
+        [f"ckpt_path={tmp_path / 'nowhere'}"],
+        tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+        check=False,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "CheckpointError" in proc.stderr
+
+
+def test_resume_with_a_larger_budget_trains_on(gan_run, tmp_path):
+    run = tmp_path / "run"
+    run_script(
+        "train.py", [*QUICK, "trainer.max_epochs=3", f"ckpt_path={gan_run}", f"hydra.run.dir={run}"], tmp_path
+    )
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert os.path.getsize(run / "metrics.json") > 0

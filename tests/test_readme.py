@@ -1,0 +1,226 @@
+"""The README is executable: every ``python src/...`` and ``python bench/...`` command of its code blocks
+runs as written, with small-size overrides appended and data pointed at test folders.
+
+A command that needs hardware this machine lacks (a GPU, SLURM) must compose and stop with the
+project's one-line message. Placeholders: ``outputs/<gan-run>`` (``<vae-run>``, ``<diffusion-run>``,
+``<gpt-run>``) is the run dir of a small training run of that family made here; ``data.root`` /
+``data.path`` point at the test copy of the dataset the command names. A new README command is
+tested by this module without a new test.
+"""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from tests.conftest import (
+    CONF,
+    DATA,
+    ROOT,
+    SHARED,
+    SMALL,
+    TINY_GPT,
+    assert_user_error,
+    compose_train,
+    run_script,
+)
+from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
+
+pytestmark = pytest.mark.slow
+
+PLACEHOLDER = re.compile(r"outputs/<(\w+)-run>")
+FAMILIES = {
+    "genlab.models.gan.GAN": "gan",
+    "genlab.models.vae.VAE": "vae",
+    "genlab.models.diffusion.Diffusion": "diffusion",
+    "genlab.models.lm.LanguageModel": "gpt",
+}
+TINY = {family: [f"++{o}" for o in args] for family, args in {**SMALL, "gpt": TINY_GPT}.items()}
+TINY["gpt"] += ["++model.bleu_samples=4"]
+SHORT = [  # any trainer config: two short epochs
+    "++trainer.max_epochs=2",
+    "++trainer.max_steps=-1",
+    "++trainer.val_check_interval=null",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=1",
+    "++trainer.limit_test_batches=1",
+    "++callbacks.progress_bar=null",
+]
+SMALL_FID = [
+    "++metrics.num_samples=8",
+    "++metrics.max_real=8",
+    "++metrics.batch_size=8",
+    "++metrics.every_n_epochs=1",
+]
+DATA_ROOTS = {  # datamodule -> key of the test folder in its layout
+    "MNISTDataModule": "mnist",
+    "FashionMNISTDataModule": "fashion_mnist",
+    "CIFAR10DataModule": "cifar10",
+    "CelebADataModule": "celeba",
+    "ImageFolderDataModule": "image_folder",
+    "ParallelDataModule": "parallel",
+}
+HARDWARE_MESSAGES = ("CUDA GPU", "GPU(s) are visible", "needs CUDA", "sbatch")
+
+
+def readme_commands() -> list[list[str]]:
+    """Every ``python src/...`` / ``python bench/...`` command in the README's bash blocks, as argv."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        for line in block.splitlines():
+            for part in line.split("#")[0].split("&&"):
+                argv = shlex.split(part)
+                argv = argv[1:] if argv[:1] == ["srun"] else argv  # SLURM's launcher: absent here
+                if argv[:1] == ["python"] and argv[1].startswith(("src/", "bench/")):
+                    commands.append(argv[1:])
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_holds_the_commands_it_promises():
+    scripts = {c[0] for c in COMMANDS}
+    assert {"src/train.py", "src/eval.py", "src/sample.py"} <= scripts and len(COMMANDS) > 40
+    assert ["src/train.py"] in COMMANDS and any("trainer.devices=2" in c for c in COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory, fid_weights) -> dict:
+    """Test folders in each dataset's layout and one small run per family (1 epoch, so commands resume)."""
+    root = tmp_path_factory.mktemp("readme")
+    if not (DATA / "MNIST").is_dir() or not (DATA / "multi30k").is_dir():
+        pytest.skip(f"{DATA} lacks MNIST or multi30k: set GENLAB_SHARED")
+    write_celeba(root / "celeba" / "img_align_celeba", n=24)
+    data = {
+        "mnist": DATA,
+        "fashion_mnist": write_fashion_mnist(root / "fashion"),
+        "cifar10": write_cifar10(root / "cifar", per_batch=8),
+        "celeba": root / "celeba",
+        "image_folder": write_image_folder(root / "folder"),
+        "parallel": DATA / "multi30k",
+    }
+    run_args = {
+        "gan": ["model=gan"],
+        "vae": ["model=vae"],
+        "diffusion": ["model=diffusion", "model.timesteps=50", "data.resolution=16"],  # sampler=ddpm: T steps
+        "gpt": ["model=gpt", "data=text_file", f"data.path={DATA / 'tinyshakespeare' / 'input.txt'}"],
+    }
+    runs = {}
+    for family, args in run_args.items():
+        small = [*TINY[family], *SHORT, "++trainer.max_epochs=1"] + (SMALL_FID if family != "gpt" else [])
+        small += [f"metrics.fid.weights_path={fid_weights}"] if family != "gpt" else []
+        run = root / f"{family}-run"
+        from genlab.pipeline import train
+
+        train(compose_train([*args, *small, "callbacks.progress_bar=null"], run))
+        runs[family] = run
+    return {"data": data, "runs": runs, "weights": fid_weights}
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with a command's overrides, sweep lists and Hydra's own keys left out."""
+    plain = [o for o in overrides if not o.startswith(("-", "hydra")) and not re.search(r"=[^\[]*,", o)]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=plain)
+
+
+def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
+    """``outputs/<family-run>`` -> that run; ``data.root`` / ``data.path`` -> the test copy of the dataset."""
+    match = PLACEHOLDER.search(arg)
+    if match:
+        run = places["runs"][match.group(1)]
+        key, _, value = arg.partition("=")
+        path = Path(PLACEHOLDER.sub(str(run), value))
+        if not path.exists():  # a named checkpoint: the run's file of the same kind
+            path = next(path.parent.glob(re.sub(r"\d+", "*", path.name)))
+        return f"{key}={path}"
+    if arg.startswith("data.root=") and cfg is not None:
+        return f"data.root={places['data'][DATA_ROOTS[cfg.data._target_.rsplit('.', 1)[-1]]]}"
+    if arg.startswith("data.path="):
+        return f"data.path={DATA / 'tinyshakespeare' / 'input.txt'}"
+    return arg.replace("../shared", str(SHARED))
+
+
+def needs_absent_hardware(args: list[str], cfg: DictConfig | None) -> bool:
+    if "hydra/launcher=slurm" in args and shutil.which("sbatch") is None:
+        return True
+    if cfg is None or torch.cuda.is_available():
+        return False
+    strategy = str(cfg.trainer.get("strategy") or "")
+    return cfg.trainer.accelerator in ("gpu", "cuda") or "FSDP" in strategy
+
+
+def family_of(args: list[str], cfg: DictConfig | None) -> str | None:
+    for arg in args:
+        if match := PLACEHOLDER.search(arg):
+            return match.group(1)
+    return FAMILIES[cfg.model._target_] if cfg is not None else None
+
+
+def small_overrides(script: str, args: list[str], cfg: DictConfig | None, family: str) -> list[str]:
+    """What makes the command small: sizes, epochs, sample counts; nothing that changes what it does."""
+    if script == "src/train.py":
+        extra = [*TINY[family], *SHORT]
+        extra += SMALL_FID if cfg.get("metrics") is not None else []
+        extra += ["++callbacks.text_samples.max_new_tokens=4"] if cfg.callbacks.get("text_samples") else []
+        extra += ["++hydra.sweeper.n_trials=2"] if any(a.startswith("hparams_search=") for a in args) else []
+        return extra
+    if script == "src/eval.py":
+        extra = ["++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]
+        if family != "gpt":
+            extra += ["num_samples=8", "+overrides.metrics.max_real=8", "+overrides.metrics.batch_size=8"]
+        return extra
+    return ["num_samples=4", "max_new_tokens=8", "batch_size=4"]  # src/sample.py
+
+
+def without(args: list[str], keys: list[str]) -> list[str]:
+    """``args`` minus the ones that set any of ``keys`` (replaced by the small overrides)."""
+    names = {k.lstrip("+").split("=")[0] for k in keys}
+    return [a for a in args if a.split("=")[0].lstrip("+") not in names]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c)[:90] for c in COMMANDS])
+def test_readme_command_runs_as_written(command, places, tmp_path):
+    script, args = command[0], command[1:]
+    if script.startswith("bench/"):
+        proc = subprocess.run(
+            [sys.executable, script, *args, "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    cfg = composed(args) if script == "src/train.py" else None
+    args = [point_at_test_data(a, cfg, places) for a in args]
+    family = family_of(args, cfg)
+    small = small_overrides(script, args, cfg, family)
+    run, sweep = tmp_path / "run", tmp_path / "sweep"
+    argv = [*without(args, small), *small, f"hydra.run.dir={run}", f"hydra.sweep.dir={sweep}"]
+    env = {"GENLAB_FID_WEIGHTS": str(places["weights"]), "HYDRA_FULL_ERROR": ""}
+    proc = run_script(script.removeprefix("src/"), argv, tmp_path, env=env, check=False, timeout=900)
+    if needs_absent_hardware(args, cfg):
+        assert_user_error(proc, "")
+        assert any(m in proc.stderr for m in HARDWARE_MESSAGES), proc.stderr[-2000:]
+        return
+    assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert_command_output(script, sweep if (sweep / "summary.json").exists() else run)
+
+
+def assert_command_output(script: str, out: Path) -> None:
+    """What the command promises on disk: metrics (every sweep job completed), samples."""
+    if (out / "summary.json").exists():
+        jobs = json.loads((out / "summary.json").read_text())
+        assert jobs and all(job["status"] == "completed" for job in jobs), jobs
+    elif script in ("src/train.py", "src/eval.py"):
+        assert json.loads((out / "metrics.json").read_text()), "metrics.json written"
+    else:
+        assert list(out.glob("grid.png")) or list(out.glob("samples.*")), list(out.iterdir())
