@@ -45,10 +45,10 @@ def write_celeba(folder, n=12):
         Image.fromarray(pixels).save(folder / f"{i:06d}.jpg")
 
 
-def write_image_folder(root: Path) -> Path:
+def write_image_folder(root: Path, per_folder: int = 3) -> Path:
     for sub in ("a", "b/c"):
         (root / sub).mkdir(parents=True)
-        for i in range(3):
+        for i in range(per_folder):
             Image.new("RGB", (50, 40), (255 * (i % 2), 10, 200)).save(root / sub / f"{i}.png")
     return root
 

@@ -41,7 +41,7 @@ def offline_env(tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def celeba_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("celeba")
-    write_celeba(root / "img_align_celeba", n=24)
+    write_celeba(root / "img_align_celeba", n=48)  # 2 val images: one per rank
     return root
 
 
@@ -192,6 +192,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
         "gpu_absent": ("train.py", ["trainer=gpu"], "no CUDA GPU is visible"),
         "fid_weights": ("train.py", ["metrics.fid.weights_path=/nonexistent.pth"], "which is not a file"),
         "gan_loss": ("train.py", ["model.loss=wasserstein"], "model.loss='wasserstein' is unknown"),
+        "gpt_on_images": ("train.py", ["model=gpt"], "trains on text data but data=digits yields image data"),
         "smaller_budget": (
             "train.py",
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
@@ -202,7 +203,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
-    "truncated_ckpt", "missing_ckpt", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "smaller_budget",
+    "truncated_ckpt", "missing_ckpt", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "smaller_budget",
 ]  # fmt: skip
 
 

@@ -100,13 +100,13 @@ def places(tmp_path_factory, fid_weights) -> dict:
     root = tmp_path_factory.mktemp("readme")
     if not (DATA / "MNIST").is_dir() or not (DATA / "multi30k").is_dir():
         pytest.skip(f"{DATA} lacks MNIST or multi30k: set GENLAB_SHARED")
-    write_celeba(root / "celeba" / "img_align_celeba", n=24)
+    write_celeba(root / "celeba" / "img_align_celeba", n=48)  # 2 val images: one per DDP rank
     data = {
         "mnist": DATA,
         "fashion_mnist": write_fashion_mnist(root / "fashion"),
         "cifar10": write_cifar10(root / "cifar", per_batch=8),
         "celeba": root / "celeba",
-        "image_folder": write_image_folder(root / "folder"),
+        "image_folder": write_image_folder(root / "folder", per_folder=10),  # 2 val images for FID
         "parallel": DATA / "multi30k",
     }
     run_args = {
@@ -135,16 +135,19 @@ def composed(overrides: list[str]) -> DictConfig:
         return compose("train", overrides=plain)
 
 
+def point_at_run(arg: str, places: dict) -> str:
+    """``outputs/<family-run>[/checkpoints/<file>]`` -> that run made here (its file of the same kind)."""
+    if not (match := PLACEHOLDER.search(arg)):
+        return arg
+    key, _, value = arg.partition("=")
+    path = Path(PLACEHOLDER.sub(str(places["runs"][match.group(1)]), value))
+    if not path.exists():
+        path = next(path.parent.glob(re.sub(r"\d+", "*", path.name)))
+    return f"{key}={path}"
+
+
 def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
-    """``outputs/<family-run>`` -> that run; ``data.root`` / ``data.path`` -> the test copy of the dataset."""
-    match = PLACEHOLDER.search(arg)
-    if match:
-        run = places["runs"][match.group(1)]
-        key, _, value = arg.partition("=")
-        path = Path(PLACEHOLDER.sub(str(run), value))
-        if not path.exists():  # a named checkpoint: the run's file of the same kind
-            path = next(path.parent.glob(re.sub(r"\d+", "*", path.name)))
-        return f"{key}={path}"
+    """``data.root`` / ``data.path`` -> the test copy of the dataset the command names."""
     if arg.startswith("data.root=") and cfg is not None:
         return f"data.root={places['data'][DATA_ROOTS[cfg.data._target_.rsplit('.', 1)[-1]]]}"
     if arg.startswith("data.path="):
@@ -199,6 +202,7 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return
+    args = [point_at_run(a, places) for a in args]
     cfg = composed(args) if script == "src/train.py" else None
     args = [point_at_test_data(a, cfg, places) for a in args]
     family = family_of(args, cfg)

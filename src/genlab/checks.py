@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError
@@ -60,6 +61,23 @@ def check_positive(cfg: DictConfig) -> None:
             value = node.get(key)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"{group}.{key} must be positive, got {value}: e.g. {group}.{key}=...")
+
+
+DATA_OPTIONS = {
+    "image": "digits, mnist, fashion_mnist, cifar10, celeba, image_folder",
+    "text": "text_docs, text_file, parallel",
+}
+
+
+def check_modality(cfg: DictConfig) -> None:
+    """The model and the data are of the same modality (declared by both classes): a GPT on images fails here."""
+    model, data = get_class(cfg.model._target_), get_class(cfg.data._target_)
+    wanted, given = getattr(model, "modality", None), getattr(data, "modality", None)
+    if wanted and given and wanted != given:
+        raise ConfigError(
+            f"{model.__name__} trains on {wanted} data but data={getattr(data, 'name', data.__name__)} yields "
+            f"{given} data: choose {wanted} data (data={DATA_OPTIONS[wanted].replace(', ', ' | ')})."
+        )
 
 
 def check_writable(directory: Path) -> None:

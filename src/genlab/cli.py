@@ -55,7 +55,10 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             return task(*args, **kwargs)
         except Exception as err:
             problem = user_error(err)
-            if problem is None or os.environ.get(FULL_ERROR_ENV) == "1" or _in_multirun():
+            if problem is None or os.environ.get(FULL_ERROR_ENV) == "1":
+                raise
+            if _in_multirun():  # the sweeper records the failed job and goes on
+                print(f"Error: {problem}", file=sys.stderr, flush=True)
                 raise
             if _is_rank_zero():
                 fail(str(problem))

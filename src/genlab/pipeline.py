@@ -19,7 +19,14 @@ from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
 from genlab.callbacks.run_config import StoreConfig
 from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
-from genlab.checks import ConfigError, check_image_shape, check_positive, check_trainer, check_writable
+from genlab.checks import (
+    ConfigError,
+    check_image_shape,
+    check_modality,
+    check_positive,
+    check_trainer,
+    check_writable,
+)
 from genlab.models import GenerativeModel
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
@@ -39,6 +46,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_writable(output_dir)
     check_positive(cfg)
     check_image_shape(cfg)
+    check_modality(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
         check_test_split(datamodule)

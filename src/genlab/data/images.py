@@ -91,6 +91,7 @@ class ImageDataModule(pl.LightningDataModule):
     """
 
     name = "images"
+    modality = "image"
     default_workers = 0  # in-memory tensors: worker processes only add overhead
     official_test = False  # a test set ships with the dataset (test_fraction does not apply)
 

@@ -5,13 +5,20 @@ import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from genlab.errors import ConfigError
+
 
 def eval_sampler(dataset: Dataset) -> Sampler | None:
     """Rank r gets examples r, r + world, ... without the padding duplicates of ``DistributedSampler``.
 
     ``None`` in a single process (the loader then reads the dataset in order).
     """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if dist.is_available() and dist.is_initialized() and (world := dist.get_world_size()) > 1:
+        if len(dataset) < world:
+            raise ConfigError(
+                f"An evaluation split holds {len(dataset)} example(s), fewer than the {world} processes: give "
+                "each process at least one (more data, or a larger data.val_fraction / data.test_fraction)."
+            )
         return UnrepeatedDistributedSampler(dataset, shuffle=False)
     return None
 

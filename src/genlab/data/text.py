@@ -129,6 +129,7 @@ class TextDataModule(pl.LightningDataModule):
     """
 
     name = "text"
+    modality = "text"
     references = False  # held-out continuations, not references: eval.py reports no BLEU on them
 
     def __init__(
@@ -314,6 +315,7 @@ class ParallelDataModule(pl.LightningDataModule):
     """
 
     name = "parallel"
+    modality = "text"
     references = True  # targets are reference translations: BLEU of decodes is meaningful
     SPECIALS = ("<pad>", "<sep>", "<eos>")
 

@@ -9,6 +9,8 @@ reused while the real statistics stay (``reset_real_features=False``).
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from genlab.errors import ConfigError
+
 
 def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     """The symmetric square root of a positive semi-definite matrix (tiny negative eigenvalues -> 0)."""
@@ -40,7 +42,10 @@ class FastFID(FrechetInceptionDistance):
     def compute(self) -> torch.Tensor:
         n_real, n_fake = self.real_features_num_samples, self.fake_features_num_samples
         if n_real < 2 or n_fake < 2:
-            raise RuntimeError("FID needs at least two real and two generated images")
+            raise ConfigError(
+                f"FID needs at least two real and two generated images, got {int(n_real)} real and {int(n_fake)} "
+                "generated: raise metrics.num_samples, or hold out more real images (data.val_fraction)."
+            )
         key = (int(n_real), float(self.real_features_sum.sum()))
         if self._real_cache is None or self._real_cache[0] != key:
             mean, cov = self._moments(self.real_features_sum, self.real_features_cov_sum, n_real)

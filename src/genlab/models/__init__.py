@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 class GenerativeModel(pl.LightningModule):
     """What the pipeline needs to know about a model family, declared by the family (never probed)."""
 
+    #: What the model trains on and generates: "image" or "text" (a datamodule of the same modality).
+    modality: ClassVar[str] = "image"
     #: Checkpoint selection when FID/KID are unavailable (no Inception weights); None: keep the last epoch.
     fallback_metric: ClassVar[str | None] = None
     #: True when some backward passes leave parameters without gradients (the GAN's D step never reaches

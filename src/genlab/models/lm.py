@@ -19,6 +19,7 @@ from genlab.models.schedules import make_schedule
 
 
 class LanguageModel(GenerativeModel):
+    modality = "text"
     fallback_metric = "val/loss"
 
     def __init__(
