@@ -45,8 +45,8 @@ def _is_rank_zero() -> bool:
 def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     """Errors meant for the user print as one line (``Error: ...``) and exit with status 1.
 
-    Tracebacks stay one switch away: ``HYDRA_FULL_ERROR=1``. In a multirun the error propagates, so
-    the sweeper records the job as failed and goes on.
+    Tracebacks stay one switch away: ``HYDRA_FULL_ERROR=1``. In a multirun the error also propagates,
+    so the sweeper records the job as failed and goes on.
     """
 
     @functools.wraps(task)
@@ -57,11 +57,10 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             problem = user_error(err)
             if problem is None or os.environ.get(FULL_ERROR_ENV) == "1":
                 raise
-            if _in_multirun():  # the sweeper records the failed job and goes on
-                print(f"Error: {problem}", file=sys.stderr, flush=True)
-                raise
             if _is_rank_zero():
-                fail(str(problem))
+                print(f"Error: {problem}", file=sys.stderr, flush=True)
+            if _in_multirun():
+                raise  # the sweeper records the failed job and goes on
             sys.exit(1)
 
     return wrapper
