@@ -141,3 +141,16 @@ def test_resume_check_reads_the_checkpoint_without_loading_its_tensors(tmp_path)
     )
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) < 100, f"peak memory grew by {proc.stdout.split()[-1]} MB"
+
+
+def test_eval_split_test_without_a_test_split_refuses_to_carve_one_from_training_data(runs, tmp_path):
+    for name in ("image", "text"):  # digits trains with a test split; text_docs without one
+        proc = evaluate(runs[name], ["split=test"], tmp_path / name, check=False)
+        if name == "image":
+            assert proc.returncode == 0 and "test/d_x" in json.loads(
+                (tmp_path / name / "metrics.json").read_text()
+            )
+        else:
+            assert_user_error(
+                proc, "data=text_docs) has no test split, and one carved now would hold examples"
+            )

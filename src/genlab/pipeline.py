@@ -155,8 +155,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
-    if cfg.split == "test":
-        check_test_split(datamodule)
+    if cfg.split == "test" and not datamodule.has_test_split:
+        raise ConfigError(
+            f"The run's data (data={datamodule.name}) has no test split, and one carved now would hold examples "
+            "it trained on: evaluate split=val, or train with a test split (data.test_fraction=0.1; "
+            "data.test_split for a parallel corpus)."
+        )
     (trainer.validate if cfg.split == "val" else trainer.test)(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))

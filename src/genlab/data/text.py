@@ -43,8 +43,8 @@ class CharTokenizer:
         except KeyError:
             unknown = "".join(sorted(set(text) - set(self.index)))
             raise DataError(
-                f"{unknown!r}: not in the char tokenizer's vocabulary (the {len(self.chars)} characters of the "
-                "training text); leave them out, or train with data.tokenizer=bpe, which encodes any text."
+                f"{unknown!r}: not in the char tokenizer's vocabulary (the {len(self.chars)} characters of the text "
+                "it was trained on); leave them out, or train with data.tokenizer=bpe, which encodes any text."
             ) from None
 
     def decode(self, ids: list[int]) -> str:
