@@ -86,14 +86,9 @@ class ImageMetrics(pl.Callback):
         epoch = trainer.current_epoch + 1
         return trainer.state.fn != "fit" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
-    @staticmethod
-    def _real_split(trainer: pl.Trainer) -> str:
-        """The split whose images the loader serves: ``test`` under ``trainer.test``, else ``val``."""
-        return "test" if trainer.testing else "val"
-
     def _key(self, trainer: pl.Trainer) -> str:
         """Identifies the evaluated split's real images (``datamodule.split_id`` when it has one)."""
-        dm, split = trainer.datamodule, self._real_split(trainer)
+        dm, split = trainer.datamodule, eval_prefix(trainer.lightning_module)
         return dm.split_id(split) if hasattr(dm, "split_id") else split
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
