@@ -1,4 +1,5 @@
-"""DDIM with K steps vs ancestral DDPM with T steps: wall time ratio against K/T, same model and batch.
+"""DDIM with K steps vs ancestral DDPM with T steps: wall time ratio against K/T, same model and batch;
+DPM-Solver++(2M) with K steps timed beside DDIM (one network call per step, like DDIM).
 
     python bench/sampling.py            # T=1000, K=50, 32 px UNet (the diffusion_mnist sizes at width 32)
     python bench/sampling.py --quick    # T=200, K=20, smaller UNet (CI)
@@ -39,6 +40,7 @@ def main() -> None:
     sample("ddim")  # warm-up
     ddpm_s, _ = timed(lambda: sample("ddpm"))
     ddim_s, first = timed(lambda: sample("ddim"))
+    dpmpp_s, _ = timed(lambda: sample("dpmpp_2m"))
     deterministic = torch.equal(first, sample("ddim"))
     result = {
         "timesteps": T,
@@ -47,7 +49,9 @@ def main() -> None:
         "unet_width": width,
         "ddpm_seconds": round(ddpm_s, 3),
         "ddim_seconds": round(ddim_s, 3),
+        "dpmpp_2m_seconds": round(dpmpp_s, 3),
         "time_ratio": round(ddim_s / ddpm_s, 4),
+        "dpmpp_2m_ddim_time_ratio": round(dpmpp_s / ddim_s, 4),
         "steps_ratio": K / T,
         "ddim_deterministic": deterministic,
         "device": "cpu",

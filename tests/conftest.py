@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from genlab.families import FAMILIES, IMAGE_FAMILIES
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED = Path(os.environ.get("GENLAB_SHARED", ROOT.parent / "shared"))
@@ -72,20 +74,9 @@ def run_script(
     return proc
 
 
-# Small networks of the image families and of the GPT, shared by the tests that train real runs.
-SMALL = {
-    "gan": ["model.generator.width=8", "model.discriminator.width=8"],
-    "vae": ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"],
-    "diffusion": [
-        "model.net.width=16",
-        "model.net.channel_mults=[1,2]",
-        "model.net.num_res_blocks=1",
-        "model.net.attention_resolutions=[8]",
-        "model.sample_steps=5",
-        "model.warmup_steps=10",
-    ],
-}
-TINY_GPT = ["model.net.n_layer=2", "model.net.n_head=2", "model.net.n_embd=32", "data.block_size=32"]
+# Small networks of the image families and of the GPT (genlab.families), shared by the tests that train real runs.
+SMALL = {name: list(FAMILIES[name].small) for name in IMAGE_FAMILIES}
+TINY_GPT = list(FAMILIES["gpt"].small)
 
 # Small, quick settings shared by the training tests (a few batches of digits, no FID).
 QUICK = [
@@ -99,6 +90,19 @@ QUICK = [
     "optimized_metric=null",
     "callbacks.progress_bar=null",
 ]
+
+
+def quick_run(name: str) -> list[str]:
+    """A few batches of family ``name``'s smallest model on its quickest data (two epochs, no FID)."""
+    family = FAMILIES[name]
+    extra = ["callbacks.text_samples.max_new_tokens=4"] if family.modality == "text" else []
+    return [
+        f"model={name}",
+        *family.data,
+        *family.small,
+        *[q for q in QUICK if not q.startswith("model.")],
+        *extra,
+    ]
 
 
 def assert_user_error(proc, message: str) -> None:

@@ -1,4 +1,4 @@
-"""VAE and diffusion families (and the GAN) on every image datamodule, trainer option and sampler."""
+"""Every image family (genlab.families) on every image datamodule; VAE and diffusion trainer options and samplers."""
 
 import csv
 import math
@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_class
 from PIL import Image
 
+from genlab.families import FAMILIES, IMAGE_FAMILIES
+from genlab.interfaces import Reconstructor
 from genlab.models.diffusion import Diffusion
 from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
 from genlab.nets.unet import UNet
@@ -15,8 +18,6 @@ from genlab.nets.vae import Decoder, Encoder
 from genlab.pipeline import train
 from tests.conftest import QUICK, SMALL, compose_train, run_script
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
-
-FAMILIES = list(SMALL)  # the image families
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def column(rows, key) -> list[float]:
 
 
 @pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
 def test_fast_dev_run_every_family_on_every_datamodule(family, data, data_roots, tmp_path):
     overrides = [
         f"model={family}",
@@ -53,15 +54,14 @@ def test_fast_dev_run_every_family_on_every_datamodule(family, data, data_roots,
         "data.batch_size=4",
     ]
     metrics = train(compose_train([*overrides, *SMALL[family], "callbacks.progress_bar=null"], tmp_path))
-    loss = {"gan": "train/g_loss", "vae": "train/nelbo", "diffusion": "train/loss"}[family]
-    assert math.isfinite(metrics[loss])
+    assert math.isfinite(metrics[FAMILIES[family].train_metric])
     (grid,) = (tmp_path / "samples").glob("epoch_*.png")
     cfg = compose_train(overrides, tmp_path)
     side = cfg.callbacks.sample_grid.nrow * (cfg.data.resolution + 2) + 2  # make_grid pads 2 px
     rows = -(-cfg.callbacks.sample_grid.num_samples // cfg.callbacks.sample_grid.nrow)
     with Image.open(grid) as image:
         assert image.size == (side, rows * (cfg.data.resolution + 2) + 2), "nrow x image size"
-    if family == "vae":
+    if issubclass(get_class(cfg.model._target_), Reconstructor):
         assert (tmp_path / "samples" / "recon_epoch_000.png").is_file()
 
 
@@ -119,7 +119,12 @@ def test_diffusion_validation_loss_falls_on_mnist(diffusion_mnist):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("family", "args"),
-    [("vae", []), ("diffusion", ["sampler=ddim", "steps=5"]), ("diffusion", ["sampler=ddpm", "format=npz"])],
+    [
+        ("vae", []),
+        ("diffusion", ["sampler=ddim", "steps=5"]),
+        ("diffusion", ["sampler=ddpm", "format=npz"]),
+        ("diffusion", ["sampler=dpmpp_2m", "steps=5"]),
+    ],
 )
 def test_sample_script_writes_grid_and_files(family, args, vae_mnist, diffusion_mnist, tmp_path):
     run_dir = {"vae": vae_mnist, "diffusion": diffusion_mnist}[family]
@@ -153,7 +158,7 @@ def test_sample_script_gan_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["vae", "diffusion"])
+@pytest.mark.parametrize("family", [name for name in IMAGE_FAMILIES if name != "gan"])  # GAN: test_train
 def test_bf16_mixed(family, tmp_path):
     base = [f"model={family}", *SMALL[family], *[q for q in QUICK if not q.startswith("model.")]]
     metrics = train(compose_train([*base, "trainer.precision=bf16-mixed"], tmp_path))

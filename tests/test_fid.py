@@ -103,3 +103,111 @@ def test_symmetric_sqrt_fid_equals_torchmetrics_formula(n):
     (mu_r, cov_r), (mu_f, cov_f) = ((x.mean(0), torch.cov(x.T)) for x in (real, fake))
     ours = frechet_distance(mu_r, psd_sqrt(cov_r), cov_r.trace(), mu_f, cov_f)
     assert float(ours) == pytest.approx(float(_compute_fid(mu_r, cov_r, mu_f, cov_f)), rel=1e-7)
+
+
+# ---- the metrics' own real statistics, on a tiny stand-in extractor (no Inception pass) ----
+class TinyFeatures(torch.nn.Module):
+    """uint8 images -> 8 fixed random projections: cheap features for the metric-state tests."""
+
+    num_features = 8
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("proj", torch.randn(48, 8, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).float() @ self.proj / 255
+
+
+def tiny_metrics():
+    from genlab.metrics.fid import FastFID
+    from genlab.metrics.kid import KID
+
+    features = TinyFeatures()
+    return FastFID(feature=features), KID(feature=features, subsets=3, subset_size=1000)
+
+
+def tiny_images(seed: int, n: int = 10, shift: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(shift, 200 + shift, (n, 3, 4, 4), generator=g, dtype=torch.uint8)
+
+
+def tiny_values(fid, kid) -> tuple[float, float]:
+    return float(fid.compute()), float(kid.compute()[0])
+
+
+def test_real_statistics_reload_into_a_fresh_metric_and_reset_real(tmp_path):
+    from genlab.metrics.real_stats import RealStatisticsCache
+
+    real, fake = tiny_images(1), tiny_images(2, shift=40)
+    fid, kid = tiny_metrics()
+    for metric in (fid, kid):
+        metric.update(real[:6], real=True)
+        metric.update(real[6:], real=True)
+        metric.update(fake, real=False)
+    expected = tiny_values(fid, kid)
+    assert expected[0] > 0 and expected[1] > 0
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"not really weights")
+    cache = RealStatisticsCache(tmp_path / "cache", weights, max_real=10)
+    cache.save("split-a", {**fid.real_statistics(), **kid.real_statistics()})
+    assert cache.load("split-b", ["n"]) is None and cache.load("split-a", ["n", "other"]) is None
+    stats = cache.load("split-a", [*fid.REAL_STATES, *kid.REAL_STATES])
+    assert not list(cache.folder.glob(".*.tmp")), "no temporary file left behind"
+
+    fresh_fid, fresh_kid = tiny_metrics()
+    for metric in (fresh_fid, fresh_kid):
+        metric.load_real_statistics(stats)
+        metric.update(fake, real=False)
+    assert tiny_values(fresh_fid, fresh_kid) == pytest.approx(expected, rel=1e-6)
+
+    for metric in (fid, kid):
+        metric.reset()  # keeps the real statistics
+    assert int(fid.real_features_num_samples) == 10 and sum(map(len, kid.real_features)) == 10
+    fid.reset_real()
+    kid.reset_real()
+    assert int(fid.real_features_num_samples) == 0 and kid.real_features == []
+
+
+def _ddp_worker(rank: int, folder: str) -> None:
+    """Rank 0 embeds 6 real images in two batches and all generated ones; rank 1 embeds 4 real images and
+    draws no generated batch. Then the same with the real statistics reloaded, sharded, from rank 0's export."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        real, fake = tiny_images(1), tiny_images(2, shift=40)
+        fid, kid = tiny_metrics()
+        for metric in (fid, kid):
+            for batch in (real[:3], real[3:6]) if rank == 0 else (real[6:],):
+                metric.update(batch, real=True)
+        stats = {**fid.real_statistics(), **kid.real_statistics()}
+        reloaded = tiny_metrics()
+        for metric in reloaded:
+            metric.load_real_statistics(stats, rank, world_size=2)
+        for metric in (fid, kid, *reloaded):
+            if rank == 0:
+                metric.update(fake, real=False)
+        torch.save(
+            {"stats": stats, "values": [tiny_values(fid, kid), tiny_values(*reloaded)]}, f"{folder}/{rank}.pt"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_metrics_under_ddp_with_a_rank_that_drew_no_samples(tmp_path):
+    import torch.multiprocessing as mp
+
+    real, fake = tiny_images(1), tiny_images(2, shift=40)
+    fid, kid = tiny_metrics()
+    for metric in (fid, kid):
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+    single = tiny_values(fid, kid)
+    mp.spawn(_ddp_worker, args=(str(tmp_path),), nprocs=2)
+    for rank in (0, 1):
+        out = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert int(out["stats"]["n"]) == 10 and out["stats"]["features"].shape == (10, 8)
+        for values in out["values"]:
+            assert values == pytest.approx(single, rel=1e-5), f"rank {rank}"

@@ -15,21 +15,11 @@ import torch
 from genlab.callbacks.divergence import DivergenceError
 from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
+from genlab.families import FAMILIES
 from genlab.pipeline import train
-from tests.conftest import QUICK, ROOT, SMALL, TINY_GPT, compose_train, run_script
+from tests.conftest import QUICK, ROOT, compose_train, quick_run, run_script
 
-FAMILY_ARGS = {
-    "gan": QUICK,
-    "vae": ["model=vae", *SMALL["vae"], *[q for q in QUICK if not q.startswith("model.")]],
-    "diffusion": ["model=diffusion", *SMALL["diffusion"], *[q for q in QUICK if not q.startswith("model.")]],
-    "gpt": [
-        "model=gpt",
-        "data=text_docs",
-        *TINY_GPT,
-        *[q for q in QUICK if not q.startswith(("model.", "metrics=", "optimized_metric="))],
-        "callbacks.text_samples.max_new_tokens=4",
-    ],
-}
+FAMILY_ARGS = {name: quick_run(name) for name in FAMILIES}
 
 
 class StopAfterFirstEpoch(pl.Callback):
@@ -48,7 +38,7 @@ def val_rows(run_dir: Path) -> list[dict]:
         return [
             {k: v for k, v in r.items() if k.startswith("val/") and v}
             for r in csv.DictReader(f)
-            if r.get("val/loss") or r.get("val/d_x") or r.get("val/nelbo")
+            if any(r.get(family.val_metric) for family in FAMILIES.values())
         ]
 
 

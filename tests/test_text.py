@@ -3,6 +3,7 @@
 import csv
 import gzip
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -10,14 +11,17 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from genlab.checkpoints import load_checkpoint
 from genlab.data.text import (
     BPETokenizer,
     CharTokenizer,
+    ParallelDataModule,
     TextDocsDataModule,
     TextFileDataModule,
+    TokenizedDataModule,
     tokenizer_from_json,
 )
-from genlab.errors import ConfigError
+from genlab.errors import CheckpointError, ConfigError
 from genlab.models.lm import LanguageModel
 from genlab.nets.gpt import GPT, sample_next
 from genlab.pipeline import train
@@ -72,6 +76,26 @@ def test_text_file_test_split_is_the_end_of_the_text_disjoint_from_val(shakespea
     assert not no_test.has_test_split
     with pytest.raises(ConfigError, match="data=text_file has no test split: set data.test_fraction"):
         no_test.test_dataloader()
+
+
+def test_text_datamodules_declare_model_inputs_eos_and_split_ids(tmp_path):
+    (tmp_path / "story.txt").write_text("It was a dark and stormy night; the rain fell in torrents. " * 40)
+    for split in ("train", "val"):
+        (tmp_path / f"{split}.tsv").write_text("ein Hund\ta dog\nzwei Katzen\ttwo cats\n" * 20)
+    path = str(tmp_path / "story.txt")
+    story = TextFileDataModule(path=path, block_size=16)
+    parallel = ParallelDataModule(root=str(tmp_path), vocab_size=300, block_size=16)
+    for dm in (story, TextDocsDataModule(block_size=16), parallel):
+        assert isinstance(dm, TokenizedDataModule) and dm.modality == "text"
+        assert dm.model_inputs() == {"vocab_size": dm.tokenizer.vocab_size} and dm.vocab_size > 10
+        assert re.fullmatch(rf"{dm.name}-val-[0-9a-f]{{8}}", dm.split_id("val"))
+        assert dm.eos_id == (dm.special("<eos>") if dm is parallel else None)
+        assert dm.references == (dm is parallel)
+    assert story.split_id("val") == TextFileDataModule(path=path, block_size=16).split_id("val")
+    other = TextFileDataModule(path=path, block_size=16, val_fraction=0.2)
+    assert other.split_id("val") != story.split_id("val") != story.split_id("train")
+    with pytest.raises(ConfigError, match="data=parallel has no test split"):
+        parallel.split_id("test")
 
 
 class KeepDataModule(pl.Callback):
@@ -275,6 +299,11 @@ def test_sample_script_generates_text_from_checkpoint(tmp_path):
     run = tmp_path / "run"
     quick = ["model=gpt", "data=text_docs", *TINY_GPT, "trainer=cpu", "trainer.max_steps=4"]
     train(compose_train([*quick, "+trainer.limit_val_batches=1", "callbacks.progress_bar=null"], run))
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    tokenizer = TextDocsDataModule.tokenizer_from_checkpoint(checkpoint)
+    assert tokenizer.to_json() == (run / "tokenizer.json").read_text()
+    with pytest.raises(CheckpointError, match="holds no tokenizer: was it trained on a genlab text"):
+        TextFileDataModule.tokenizer_from_checkpoint(checkpoint)  # saved under the class's own name
     out = tmp_path / "samples"
     args = [f"ckpt_path={run}", "num_samples=3", "max_new_tokens=20", "prompt=The", f"hydra.run.dir={out}"]
     run_script("sample.py", args, tmp_path)

@@ -6,7 +6,9 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.data.base import GenlabDataModule
 from genlab.errors import ConfigError
+from genlab.models import GenerativeModel
 
 PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true")
 
@@ -50,17 +52,30 @@ def check_trainer(trainer: DictConfig, automatic_optimization: bool = True) -> N
         )
 
 
-POSITIVE_KEYS = ("lr", "d_lr", "batch_size", "block_size")
+def _positive_keys(key: str) -> bool:
+    """Learning rates (``lr``, ``d_lr``, ...), batch sizes and context lengths."""
+    return key == "lr" or key.endswith("_lr") or key in ("batch_size", "block_size")
 
 
 def check_positive(cfg: DictConfig) -> None:
-    """Learning rates and batch sizes in ``model`` and ``data`` must be > 0 (None = unset is fine)."""
-    for group in ("model", "data"):
-        node = cfg.get(group) or {}
-        for key in POSITIVE_KEYS:
+    """Learning rates and batch sizes anywhere in ``model`` and ``data`` must be > 0 (None = unset is fine)."""
+    pending = [(group, cfg.get(group)) for group in ("model", "data")]
+    while pending:  # breadth first: model.lr is named before model.optimizer.lr
+        path, node = pending.pop(0)
+        if not isinstance(node, DictConfig):
+            continue
+        for key in node:
+            child = node._get_node(key)  # not resolved: other keys may interpolate run-time values
+            if isinstance(child, DictConfig):
+                pending.append((f"{path}.{key}", child))
+                continue
+            if not _positive_keys(str(key)) or OmegaConf.is_missing(node, key):
+                continue
             value = node.get(key)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"{group}.{key} must be positive, got {value}: e.g. {group}.{key}=...")
+            if value is not None and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
+            ):
+                raise ConfigError(f"{path}.{key} must be positive, got {value}: e.g. {path}.{key}=...")
 
 
 DATA_OPTIONS = {
@@ -72,10 +87,12 @@ DATA_OPTIONS = {
 def check_modality(cfg: DictConfig) -> None:
     """The model and the data are of the same modality (declared by both classes): a GPT on images fails here."""
     model, data = get_class(cfg.model._target_), get_class(cfg.data._target_)
-    wanted, given = getattr(model, "modality", None), getattr(data, "modality", None)
-    if wanted and given and wanted != given:
+    if not (issubclass(model, GenerativeModel) and issubclass(data, GenlabDataModule)):
+        return  # a user's own classes declare nothing to compare
+    wanted, given = model.modality, data.modality
+    if wanted != given:
         raise ConfigError(
-            f"{model.__name__} trains on {wanted} data but data={getattr(data, 'name', data.__name__)} yields "
+            f"{model.__name__} trains on {wanted} data but data={data.name} yields "
             f"{given} data: choose {wanted} data (data={DATA_OPTIONS[wanted].replace(', ', ' | ')})."
         )
 

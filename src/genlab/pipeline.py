@@ -1,6 +1,5 @@
 """What ``src/train.py`` and ``src/eval.py`` run, given a composed config."""
 
-import inspect
 import json
 import logging
 import warnings
@@ -9,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
@@ -27,13 +26,16 @@ from genlab.checks import (
     check_trainer,
     check_writable,
 )
+from genlab.data.base import GenlabDataModule
+from genlab.data.text import TokenizedDataModule
+from genlab.interfaces import ImageGenerator, TextGenerator
 from genlab.models import GenerativeModel
+from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
 from genlab.utils.wandb_runs import organise_wandb_runs
 
 log = logging.getLogger(__name__)
-INCEPTION_METRICS = ("val/fid", "val/kid_mean", "val/kid_std")
 AUTO_METRIC = "auto"  # optimized_metric=auto: val/fid where FID can be computed, else the model's fallback
 
 
@@ -50,7 +52,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
         check_test_split(datamodule)
-    fill_vocab_size(cfg, datamodule)
+    fill_model_inputs(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
@@ -93,11 +95,22 @@ def check_test_split(datamodule: pl.LightningDataModule) -> None:
         datamodule.test_dataloader()  # raises the datamodule's own message naming the fix
 
 
-def fill_vocab_size(cfg: DictConfig, datamodule) -> None:
-    """Text models leave ``model.net.vocab_size: null``: it is the trained tokenizer's vocabulary size."""
-    if OmegaConf.select(cfg, "model.net.vocab_size", default="unset") is None:
-        with open_dict(cfg):
-            cfg.model.net.vocab_size = datamodule.vocab_size
+def fill_model_inputs(cfg: DictConfig, datamodule: GenlabDataModule) -> None:
+    """Fills the model config's ``null`` keys that the data decides (:meth:`GenlabDataModule.model_inputs`,
+    e.g. a GPT's ``vocab_size`` from the trained tokenizer), at any depth."""
+    inputs = datamodule.model_inputs()
+    if not inputs:
+        return
+    pending = [cfg.model]
+    with open_dict(cfg):
+        while pending:
+            node = pending.pop()
+            for key in node:
+                child = node._get_node(key)
+                if isinstance(child, DictConfig):
+                    pending.append(child)
+                elif key in inputs and child._value() is None:
+                    node[key] = inputs[key]
 
 
 def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
@@ -134,8 +147,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(run_cfg.data, _convert_="all")
-    if getattr(datamodule, "references", False) and not run_cfg.model.get("bleu_samples"):
-        run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
+    if isinstance(datamodule, TokenizedDataModule):
+        datamodule.tokenizer = datamodule.tokenizer_from_checkpoint(checkpoint)  # the one the model learned
+        if datamodule.references and not run_cfg.model.get("bleu_samples"):
+            run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
     check_trainer(cfg.trainer, model.automatic_optimization)
@@ -179,23 +194,27 @@ def sample(cfg: DictConfig) -> Path:
     model.to(device).eval()
     out = Path(cfg.paths.output_dir)
     generator = torch.Generator().manual_seed(cfg.seed)
-    if hasattr(model, "sample"):
+    if isinstance(model, ImageGenerator):
         sample_images(cfg, model, generator, out)
+    elif isinstance(model, TextGenerator):
+        tokenizer = get_class(run_cfg.data._target_).tokenizer_from_checkpoint(checkpoint)
+        sample_text(cfg, model, tokenizer, generator, out)
     else:
-        sample_text(cfg, model, checkpoint, generator, out)
+        raise ConfigError(
+            f"{type(model).__name__} declares no way to sample (ImageGenerator or TextGenerator)."
+        )
     log.info("Wrote %d samples to %s", cfg.num_samples, out)
     return out
 
 
-def sample_images(cfg: DictConfig, model: pl.LightningModule, generator: torch.Generator, out: Path) -> None:
+def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Generator, out: Path) -> None:
     import numpy as np
     from torchvision.utils import save_image
 
     from genlab.metrics.inception import to_uint8
 
     options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
-    accepted = inspect.signature(model.sample).parameters
-    if unknown := [k for k in options if k not in accepted]:
+    if unknown := [k for k in options if k not in model.sample_options]:
         raise ConfigError(f"{unknown} apply to diffusion models only; {type(model).__name__} takes neither.")
     images = torch.cat(
         [
@@ -213,17 +232,18 @@ def sample_images(cfg: DictConfig, model: pl.LightningModule, generator: torch.G
         save_image(image, out / "samples" / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
 
 
-def sample_text(cfg: DictConfig, model, checkpoint: dict, generator: torch.Generator, out: Path) -> None:
+def sample_text(
+    cfg: DictConfig, model: TextGenerator, tokenizer, generator: torch.Generator, out: Path
+) -> None:
     """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt."""
-    from genlab.data.text import tokenizer_from_json
-
-    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "tokenizer" in v), None)
-    if state is None:
-        raise ConfigError("The checkpoint holds no tokenizer: was it trained on a genlab text datamodule?")
-    tokenizer = tokenizer_from_json(state["tokenizer"])
     prompt = torch.tensor([tokenizer.encode(cfg.prompt)] * cfg.num_samples, device=model.device)
-    tokens = model.net.generate(
-        prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator
+    tokens = model.generate(
+        prompt,
+        cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        generator=generator,
     )
     texts = [tokenizer.decode(row.tolist()) for row in tokens]
     (out / "samples.txt").write_text("\n\n".join(texts))
@@ -268,10 +288,10 @@ def select_metrics(cfg: DictConfig, model: GenerativeModel) -> ImageMetrics | No
     monitored = {cfg.get("optimized_metric")} | {
         node.get("monitor") for node in (cfg.get("callbacks") or {}).values() if node
     }
-    image_metrics = build_image_metrics(cfg, required=bool(monitored & set(INCEPTION_METRICS)))
+    image_metrics = build_image_metrics(cfg, required=bool(monitored & set(ImageMetrics.metric_names)))
     if cfg.get("optimized_metric") != AUTO_METRIC:
         return image_metrics
-    cfg.optimized_metric = "val/fid" if image_metrics else model.fallback_metric
+    cfg.optimized_metric = ImageMetrics.metric_names[0] if image_metrics else model.fallback_metric
     if image_metrics is None and cfg.get("metrics") is not None:
         selection = (
             f"checkpoints are selected on {cfg.optimized_metric}"
@@ -298,8 +318,7 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 @rank_zero_only
 def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
 
 
 def finish_wandb(loggers: list) -> None:

@@ -45,7 +45,7 @@ class DivergenceGuard(pl.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+        grad_norm = pl_module.gradient_norm(optimizer)  # reused by norm clipping
         finite = bool(torch.isfinite(self.loss).all() & torch.isfinite(grad_norm))  # one host sync per step
         if finite:
             self.consecutive = 0

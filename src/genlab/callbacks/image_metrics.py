@@ -5,20 +5,19 @@ belong to the split being evaluated (``test`` under ``trainer.test``, else ``val
 computed once per split (``datamodule.split_id(split)``, extractor) and cached on disk; later
 evaluations of that split embed generated images only. Under DDP every rank embeds its share of
 the samples and torchmetrics reduces the states, so each sample counts once and the value equals
-a single-process evaluation's.
+a single-process evaluation's. The metrics own their real statistics (export, DDP-sharded reload,
+reset: :class:`~genlab.metrics.real_stats.RealStatistics`); this callback decides when to update
+them, which split, and the sample seeds.
 """
-
-import hashlib
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.errors import ConfigError
 from genlab.metrics.fid import FastFID
 from genlab.metrics.inception import InceptionFeatures, find_inception_weights, to_uint8
+from genlab.metrics.kid import KID
+from genlab.metrics.real_stats import RealStatistics, RealStatisticsCache
 from genlab.models import eval_prefix
 
 
@@ -30,6 +29,9 @@ class ImageMetrics(pl.Callback):
     ``fid``: ``weights_path`` (else ``$GENLAB_FID_WEIGHTS``, else torch hub's cache) and ``download``.
     ``kid``: ``enabled`` and ``subset_size`` (capped by the sample counts).
     """
+
+    #: What the callback logs under ``val/`` (monitors naming them need FID); runs are ranked on the first.
+    metric_names = ("val/fid", "val/kid_mean", "val/kid_std")
 
     def __init__(
         self,
@@ -51,14 +53,18 @@ class ImageMetrics(pl.Callback):
         self.num_samples, self.max_real, self.batch_size = num_samples, max_real, batch_size
         self.use_kid = kid.get("enabled", True)
         self.kid_subset_size = kid.get("subset_size", 1000)
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache = (
+            RealStatisticsCache(cache_dir, self.weights_path, max_real)
+            if cache_dir and self.weights_path
+            else None
+        )
         self.every_n_epochs, self.seed = every_n_epochs, seed
         self.fid: FastFID | None = None
-        self.kid: KernelInceptionDistance | None = None
+        self.kid: KID | None = None
         self._real_key: str | None = None  # whose real statistics the metrics hold (complete)
         self._eval_key: str | None = None  # the split being evaluated now
+        self._cacheable = False  # whether _eval_key names a datamodule's split (cached on disk)
         self._real_seen = 0
-        self._num_real = 0
 
     @property
     def available(self) -> bool:
@@ -68,15 +74,13 @@ class ImageMetrics(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.fid is None:
             features = InceptionFeatures(self.weights_path)
-            self.fid = FastFID(feature=features, reset_real_features=False)
+            self.fid = FastFID(feature=features)
             if self.use_kid:
-                self.kid = KernelInceptionDistance(
-                    feature=features, subset_size=self.kid_subset_size, reset_real_features=False
-                )
+                self.kid = KID(feature=features, subset_size=self.kid_subset_size)
         for metric in self._metrics():
             metric.to(pl_module.device)
 
-    def _metrics(self) -> list:
+    def _metrics(self) -> list[RealStatistics]:
         return [m for m in (self.fid, self.kid) if m is not None]
 
     def _active(self, trainer: pl.Trainer) -> bool:
@@ -86,22 +90,17 @@ class ImageMetrics(pl.Callback):
         epoch = trainer.current_epoch + 1
         return trainer.state.fn != "fit" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
-    def _key(self, trainer: pl.Trainer) -> str:
-        """Identifies the evaluated split's real images (``datamodule.split_id`` when it has one)."""
-        dm, split = trainer.datamodule, eval_prefix(trainer.lightning_module)
-        return dm.split_id(split) if hasattr(dm, "split_id") else split
-
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not self._active(trainer):
             return
-        self._eval_key = self._key(trainer)
+        dm, split = trainer.datamodule, eval_prefix(pl_module)
+        self._cacheable = dm is not None
+        self._eval_key = dm.split_id(split) if dm is not None else split
         if self._real_key == self._eval_key:
             return
         # Another split (or dataset): drop the held real statistics, then load or recompute them.
         for metric in self._metrics():
-            metric.reset_real_features = True
-            metric.reset()
-            metric.reset_real_features = False
+            metric.reset_real()
         self._real_seen = 0
         if self._load_cache(trainer):
             self._real_key = self._eval_key
@@ -127,24 +126,19 @@ class ImageMetrics(pl.Callback):
             self._save_cache(trainer)
             self._real_key = self._eval_key
         # Batch b of the samples has its own seed and rank b % world draws it: the same images
-        # whatever the number of processes.
+        # whatever the number of processes (a rank may draw none: the metrics compute all the same).
         num_batches = -(-self.num_samples // self.batch_size)
         for b in range(trainer.global_rank, num_batches, trainer.world_size):
             size = min(self.batch_size, self.num_samples - b * self.batch_size)
             generator = torch.Generator().manual_seed(self.seed + 1_000_003 * trainer.current_epoch + b)
             self._update(to_uint8(pl_module.sample(size, generator=generator)), real=False)
-        if not self.fid.fake_features_num_samples:  # this rank drew no batch (fewer batches than ranks)
-            self.fid.orig_dtype = torch.float32  # set by update() in torchmetrics, read by compute()
-            if self.kid is not None:
-                self.kid.fake_features.append(self.kid.real_features[0][:0])
         prefix = eval_prefix(pl_module)
         pl_module.log(f"{prefix}/fid", self.fid.compute().float(), sync_dist=False, rank_zero_only=False)
         if self.kid is not None:
-            self.kid.subset_size = min(self.kid_subset_size, self._num_real, self.num_samples)
             kid_mean, kid_std = self.kid.compute()
             pl_module.log_dict({f"{prefix}/kid_mean": kid_mean.float(), f"{prefix}/kid_std": kid_std.float()})
         for metric in self._metrics():
-            metric.reset()  # keeps the real statistics (reset_real_features=False)
+            metric.reset()  # keeps the real statistics
             metric.inception.forget()
 
     # trainer.test: the same, logged as test/fid, test/kid_*
@@ -157,49 +151,19 @@ class ImageMetrics(pl.Callback):
             metric.update(images, real=real)
 
     # ---- real-statistics cache ----
-    def _cache_file(self, trainer: pl.Trainer) -> Path | None:
-        dm = trainer.datamodule
-        if self.cache_dir is None or dm is None or not hasattr(dm, "split_id"):
-            return None
-        digest = hashlib.sha256(self.weights_path.read_bytes()[: 1 << 20]).hexdigest()[:8]
-        return self.cache_dir / f"{self._eval_key}-real{self.max_real}-inception2048-{digest}.pt"
-
     def _save_cache(self, trainer: pl.Trainer) -> None:
-        path = self._cache_file(trainer)
-        with self.fid.sync_context(should_unsync=True):
-            stats = {
-                "sum": self.fid.real_features_sum.clone(),
-                "cov_sum": self.fid.real_features_cov_sum.clone(),
-                "n": self.fid.real_features_num_samples.clone(),
-            }
-        self._num_real = int(stats["n"])
-        if self.kid is not None:
-            with self.kid.sync_context(should_unsync=True):
-                stats["features"] = torch.cat(list(self.kid.real_features)).clone()
-        if path is not None and trainer.is_global_zero:
-            _atomic_save({k: v.cpu() for k, v in stats.items()}, path)
+        if self.cache is None or not self._cacheable:
+            return
+        stats = {key: value for metric in self._metrics() for key, value in metric.real_statistics().items()}
+        if trainer.is_global_zero:
+            self.cache.save(self._eval_key, stats)
 
     def _load_cache(self, trainer: pl.Trainer) -> bool:
-        path = self._cache_file(trainer)
-        if path is None or not path.is_file():
+        if self.cache is None or not self._cacheable:
             return False
-        stats = torch.load(path, map_location="cpu", weights_only=True)
-        if self.kid is not None and "features" not in stats:
+        stats = self.cache.load(self._eval_key, [key for m in self._metrics() for key in m.REAL_STATES])
+        if stats is None:
             return False
-        self._num_real = int(stats["n"])
-        device, rank, world = self.fid.device, trainer.global_rank, trainer.world_size
-        # Summed states live on rank 0 only (the DDP reduction sums them); KID's features are split.
-        self.fid.real_features_sum = stats["sum"].to(device) * (rank == 0)
-        self.fid.real_features_cov_sum = stats["cov_sum"].to(device) * (rank == 0)
-        self.fid.real_features_num_samples = stats["n"].to(device) * (rank == 0)
-        if self.kid is not None:
-            self.kid.real_features = [stats["features"][rank::world].to(device)]
+        for metric in self._metrics():
+            metric.load_real_statistics(stats, trainer.global_rank, trainer.world_size)
         return True
-
-
-@rank_zero_only
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)

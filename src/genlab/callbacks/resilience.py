@@ -1,7 +1,6 @@
 """Exact resume and preemption: RNG state in checkpoints, atomic checkpoint files, save on SIGTERM/SIGINT."""
 
 import logging
-import os
 import random
 import signal
 from pathlib import Path
@@ -13,6 +12,8 @@ import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from genlab.utils.files import atomic_save
 
 log = logging.getLogger(__name__)
 RNG_KEY = "genlab_rng"
@@ -78,16 +79,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fs = get_filesystem(path)
         if fs.protocol not in ("file", ("file", "local")):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_save(checkpoint, path)
 
 
 class Preemption(pl.Callback):

@@ -8,13 +8,16 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from genlab.interfaces import Reconstructor
+from genlab.models import GenerativeModel
+
 
 class SampleGrid(pl.Callback):
-    """Saves ``<dirpath>/epoch_XXX.png`` of ``num_samples`` images from ``pl_module.sample``.
+    """Saves ``<dirpath>/epoch_XXX.png`` of ``num_samples`` images from an :class:`ImageGenerator`'s ``sample``.
 
     The noise is drawn from a generator re-seeded with ``seed`` every time, so successive grids
-    show the same latents and the progress of training is visible. Models with ``reconstruct``
-    (autoencoders) also get ``recon_epoch_XXX.png``: rows of inputs over their reconstructions.
+    show the same latents and the progress of training is visible. A :class:`Reconstructor`
+    (autoencoders) also gets ``recon_epoch_XXX.png``: rows of inputs over their reconstructions.
     """
 
     def __init__(
@@ -27,9 +30,8 @@ class SampleGrid(pl.Callback):
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if batch_idx == 0 and hasattr(pl_module, "reconstruct"):
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            self._inputs = x[: self.num_samples // 2]
+        if batch_idx == 0 and isinstance(pl_module, Reconstructor):
+            self._inputs = GenerativeModel.inputs(batch)[: self.num_samples // 2]
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

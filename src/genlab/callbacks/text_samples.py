@@ -9,7 +9,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class TextSamples(pl.Callback):
-    """Continues ``num_prompts`` held-out prompts (``datamodule.bleu_pairs``) by up to ``max_new_tokens``."""
+    """Continues ``num_prompts`` held-out prompts (``datamodule.bleu_pairs``) by up to ``max_new_tokens``
+    with the model's ``generate`` (a :class:`~genlab.interfaces.TextGenerator`)."""
 
     def __init__(
         self,
@@ -36,20 +37,20 @@ class TextSamples(pl.Callback):
     def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
         """Continuations of ``split``'s held-out prompts, written next to their references."""
         dm = trainer.datamodule
-        if trainer.sanity_checking or getattr(dm, "tokenizer", None) is None:
+        if trainer.sanity_checking:
             return
         generator = torch.Generator().manual_seed(self.seed)
         rows = []
         for prompt, reference in dm.bleu_pairs(self.num_prompts, split):
             prompt = prompt[-self.prompt_tokens :]
-            out = pl_module.net.generate(
+            out = pl_module.generate(
                 torch.tensor([prompt], device=pl_module.device),
                 self.max_new_tokens,
                 temperature=self.temperature,
                 top_k=self.top_k,
                 top_p=self.top_p,
                 generator=generator,
-                stop_token=getattr(dm, "eos_id", None),
+                stop_token=dm.eos_id,
             )
             rows.append(
                 [dm.tokenizer.decode(prompt), dm.tokenizer.decode(out[0, len(prompt) :].tolist()), reference]

@@ -13,13 +13,13 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
+from genlab.data.base import GenlabDataModule
 from genlab.data.sampling import eval_sampler, train_loader
 from genlab.errors import ConfigError, DatasetNotFoundError
 
@@ -83,7 +83,7 @@ def resize_uint8(images: torch.Tensor, channels: int, resolution: int) -> torch.
     return torch.cat(out)
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(GenlabDataModule):
     """Shared loader logic; subclasses implement :meth:`load_splits`.
 
     Without an official test set, ``val_fraction`` (and ``test_fraction`` when > 0) of the images are

@@ -1,20 +1,24 @@
 """Text LightningDataModules: a tokenizer trained on the training split, tokens tensorised once.
 
-Training batches are windows of ``block_size + 1`` tokens at random offsets (as nanoGPT samples
-them); validation and test use consecutive non-overlapping windows. The tokenizer (JSON) is saved in the
-run dir and in every checkpoint (``state_dict``).
+:class:`TokenizedDataModule` holds what every text datamodule shares: the tokenizer (JSON, saved in the
+run dir and in every checkpoint, ``state_dict``), the loaders, held-out prompts and characters per token.
+Plain text (:class:`TextDataModule`): training batches are windows of ``block_size + 1`` tokens at random
+offsets (as nanoGPT samples them); validation and test use consecutive non-overlapping windows. A parallel
+corpus (:class:`ParallelDataModule`): one ``source <sep> target <eos>`` example per pair.
 """
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
+from typing import Any, ClassVar
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from genlab.data.base import GenlabDataModule
 from genlab.data.sampling import eval_sampler, train_loader
-from genlab.errors import ConfigError, DataError, DatasetNotFoundError
+from genlab.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 MULTI30K_URL = "https://github.com/multi30k/dataset"
@@ -94,16 +98,17 @@ class BPETokenizer:
         return json.dumps({"kind": self.kind, "tokenizer": self.tokenizer.to_str()})
 
 
+Tokenizer = CharTokenizer | BPETokenizer
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
-def tokenizer_from_json(data: str) -> CharTokenizer | BPETokenizer:
+def tokenizer_from_json(data: str) -> Tokenizer:
     spec = json.loads(data)
     if spec["kind"] == "char":
         return CharTokenizer(spec["chars"])
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer as HFTokenizer
 
-    return BPETokenizer(Tokenizer.from_str(spec["tokenizer"]))
+    return BPETokenizer(HFTokenizer.from_str(spec["tokenizer"]))
 
 
 class TokenWindows(Dataset):
@@ -122,14 +127,143 @@ class TokenWindows(Dataset):
         return chunk[:-1], chunk[1:]
 
 
-class TextDataModule(pl.LightningDataModule):
+class TokenizedDataModule(GenlabDataModule):
+    """A text datamodule: a tokenizer trained on the training split (or restored from a checkpoint) and
+    every split encoded once.
+
+    Subclasses implement :meth:`_encode_splits` (read the text, train ``self.tokenizer`` when it is None,
+    encode each split and :meth:`_note` it), :meth:`dataset`, :meth:`_prompt_pairs` and
+    :meth:`_no_test_message`.
+    """
+
+    modality: ClassVar[str] = "text"
+    references: ClassVar[bool] = False  # eval targets are references: BLEU of decodes means something
+
+    def __init__(
+        self,
+        block_size: int,
+        batch_size: int,
+        num_workers: int = 0,
+        save_dir: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if batch_size <= 0 or block_size <= 0:
+            raise ConfigError(
+                f"data.batch_size and data.block_size must be positive, got {batch_size}, {block_size}"
+            )
+        self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
+        self.num_workers = num_workers
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.tokenizer: Tokenizer | None = None
+        self._chars_per_token: dict[str, float] = {}
+        self._digests: dict[str, str] = {}  # per split: SHA-256 of its source text
+        self._encoded = False
+
+    @classmethod
+    def tokenizer_from_checkpoint(cls, checkpoint: dict[str, Any]) -> Tokenizer:
+        """The tokenizer trained with the run: Lightning saves the datamodule's :meth:`state_dict` under its
+        class's ``__qualname__``."""
+        state = checkpoint.get(cls.__qualname__) or {}
+        if "tokenizer" not in state:
+            raise CheckpointError(
+                "The checkpoint holds no tokenizer: was it trained on a genlab text datamodule?"
+            )
+        return tokenizer_from_json(state["tokenizer"])
+
+    @property
+    def vocab_size(self) -> int:
+        self.setup()
+        return self.tokenizer.vocab_size
+
+    @property
+    def eos_id(self) -> int | None:
+        """The token that ends a generation; None where the data has none (plain text)."""
+        return None
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size}
+
+    def split_id(self, split: str) -> str:
+        """Identifies ``split``'s examples, e.g. ``text_file-val-3f2a9c1e``, for caches: name, split and a
+        hash of the split's source text, the tokenizer and the block size."""
+        self._require(split)
+        key = "\n".join([self._digests[split], self.tokenizer.to_json(), str(self.block_size)])
+        return f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._encoded:
+            return
+        self._encode_splits()
+        self._encoded = True
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
+
+    def _encode_splits(self) -> None:
+        raise NotImplementedError
+
+    def _note(self, split: str, source: str, chars: int, tokens: int) -> None:
+        """Records ``split``'s source text (hashed, for :meth:`split_id`) and its characters per token."""
+        self._digests[split] = hashlib.sha256(source.encode()).hexdigest()
+        self._chars_per_token[split] = chars / max(tokens, 1)
+
+    def _no_test_message(self) -> str:
+        raise NotImplementedError
+
+    def _require(self, split: str) -> None:
+        """Encodes the splits, or names the fix where ``split`` is a test split the data lacks."""
+        if split == "test" and not self.has_test_split:
+            raise ConfigError(self._no_test_message())
+        self.setup()
+
+    def chars_per_token(self, split: str) -> float:
+        """Characters per token of ``split``'s text, targets only where there are sources (bits per
+        character = bits per token / this)."""
+        self._require(split)
+        return self._chars_per_token[split]
+
+    def bleu_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        """(prompt token ids, true continuation or reference) of the first ``n`` (None: all) held-out
+        examples of ``split``."""
+        self._require(split)
+        return self._prompt_pairs(n, split)
+
+    def _prompt_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        """``split``'s (input, target) examples."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self.dataset("train"), self.batch_size, self.seed, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        data = self.dataset(split)
+        return DataLoader(data, self.batch_size, sampler=eval_sampler(data), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def state_dict(self) -> dict:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "tokenizer" in state:
+            self.tokenizer = tokenizer_from_json(state["tokenizer"])
+
+
+class TextDataModule(TokenizedDataModule):
     """Splits a text into contiguous train | val | test parts and tokenises each once.
 
     val is the ``val_fraction`` after the training part, test the last ``test_fraction`` (none at 0).
     """
 
     name = "text"
-    modality = "text"
     references = False  # held-out continuations, not references: eval.py reports no BLEU on them
 
     def __init__(
@@ -144,8 +278,6 @@ class TextDataModule(pl.LightningDataModule):
         save_dir: str | None = None,
         seed: int = 0,
     ):
-        super().__init__()
-        self.seed = seed
         if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
             raise ConfigError(
                 f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must satisfy "
@@ -153,42 +285,27 @@ class TextDataModule(pl.LightningDataModule):
             )
         if tokenizer not in TOKENIZERS:
             raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
-        if batch_size <= 0 or block_size <= 0:
-            raise ConfigError(
-                f"data.batch_size and data.block_size must be positive, got {batch_size}, {block_size}"
-            )
+        super().__init__(block_size, batch_size, num_workers, save_dir, seed)
         self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size
-        self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.num_workers = num_workers
-        self.save_dir = Path(save_dir) if save_dir else None
-        self.tokenizer: CharTokenizer | BPETokenizer | None = None
         self.train_tokens: torch.Tensor | None = None
         self.val_tokens: torch.Tensor | None = None
         self.test_tokens: torch.Tensor | None = None
-        self._chars_per_token: dict[str, float] = {}
 
     def load_text(self) -> str:
         raise NotImplementedError
-
-    @property
-    def vocab_size(self) -> int:
-        self.setup()
-        return self.tokenizer.vocab_size
 
     @property
     def has_test_split(self) -> bool:
         """Whether a test part is held out (``test_fraction`` > 0)."""
         return self.test_fraction > 0
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_tokens is not None:
-            return
+    def _encode_splits(self) -> None:
         text = self.load_text()
         val_start = int(len(text) * (1 - self.val_fraction - self.test_fraction))
         test_start = int(len(text) * (1 - self.test_fraction))
-        train_text = text[:val_start]
         parts = {
+            "train": text[:val_start],
             "val": text[val_start:test_start],
             "test": text[test_start:] if self.has_test_split else None,
         }
@@ -196,62 +313,35 @@ class TextDataModule(pl.LightningDataModule):
             # char: every character of the whole text, as nanoGPT, so a symbol that occurs only in the
             # validation part still encodes; BPE learns its merges on the training part and covers any
             # text with its byte alphabet.
-            source = text if self.tokenizer_kind == "char" else train_text
+            source = text if self.tokenizer_kind == "char" else parts["train"]
             self.tokenizer = TOKENIZERS[self.tokenizer_kind].train(source, self.requested_vocab)
-        self.train_tokens = torch.tensor(self.tokenizer.encode(train_text), dtype=torch.int32)
         for split, part in parts.items():
             if part is not None:
                 tokens = torch.tensor(self.tokenizer.encode(part), dtype=torch.int32)
                 setattr(self, f"{split}_tokens", tokens)
-                self._chars_per_token[split] = len(part) / max(len(tokens), 1)
-        if self.save_dir is not None:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
+                self._note(split, part, len(part), len(tokens))
+
+    def _no_test_message(self) -> str:
+        return (
+            f"data={self.name} has no test split: set data.test_fraction=0.1 to hold out the end of "
+            "the text, or evaluate split=val"
+        )
 
     def _tokens(self, split: str) -> torch.Tensor:
-        self.setup()
-        tokens = {"val": self.val_tokens, "test": self.test_tokens}[split]
-        if tokens is None:
-            raise ConfigError(
-                f"data={self.name} has no test split: set data.test_fraction=0.1 to hold out the end of "
-                "the text, or evaluate split=val"
-            )
-        return tokens
+        self._require(split)
+        return {"train": self.train_tokens, "val": self.val_tokens, "test": self.test_tokens}[split]
 
-    def chars_per_token(self, split: str) -> float:
-        """Characters per token of the ``val`` or ``test`` text (bits per character = bits per token / this)."""
-        self._tokens(split)
-        return self._chars_per_token[split]
+    def dataset(self, split: str) -> TokenWindows:
+        """Windows of ``split``'s tokens: at every offset for training, consecutive for evaluation."""
+        stride = 1 if split == "train" else self.block_size
+        return TokenWindows(self._tokens(split), self.block_size, stride=stride)
 
-    def bleu_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
-        """Held-out prompts (the first half of ``split``'s windows; None: all) and their true continuations."""
+    def _prompt_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        """The first half of ``split``'s windows and their true continuations."""
         half = self.block_size // 2
         tokens = self._tokens(split)[: n * self.block_size if n is not None else None]
         windows = tokens[: len(tokens) // self.block_size * self.block_size].long().view(-1, self.block_size)
         return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows.tolist()]
-
-    def train_dataloader(self) -> DataLoader:
-        windows = TokenWindows(self.train_tokens, self.block_size, stride=1)
-        return train_loader(windows, self.batch_size, self.seed, num_workers=self.num_workers)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        windows = TokenWindows(self._tokens(split), self.block_size, stride=self.block_size)
-        return DataLoader(
-            windows, self.batch_size, sampler=eval_sampler(windows), num_workers=self.num_workers
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def state_dict(self) -> dict:
-        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "tokenizer" in state:
-            self.tokenizer = tokenizer_from_json(state["tokenizer"])
 
 
 class TextFileDataModule(TextDataModule):
@@ -305,7 +395,7 @@ def _read_lines(path: Path) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines
 
 
-class ParallelDataModule(pl.LightningDataModule):
+class ParallelDataModule(TokenizedDataModule):
     """A parallel corpus for conditional generation with a decoder-only model.
 
     Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
@@ -315,7 +405,6 @@ class ParallelDataModule(pl.LightningDataModule):
     """
 
     name = "parallel"
-    modality = "text"
     references = True  # targets are reference translations: BLEU of decodes is meaningful
     SPECIALS = ("<pad>", "<sep>", "<eos>")
 
@@ -334,17 +423,14 @@ class ParallelDataModule(pl.LightningDataModule):
         test_split: str | None = "test",
         seed: int = 0,
     ):
-        super().__init__()
-        self.seed = seed
+        super().__init__(block_size, batch_size, num_workers, save_dir, seed)
         self.root = Path(root).expanduser() if root else None
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
-        self.block_size, self.batch_size, self.num_workers = block_size, batch_size, num_workers
-        self.save_dir = Path(save_dir) if save_dir else None
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.tokenizer: BPETokenizer | None = None
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
         self.prompts: dict[str, list[tuple[list[int], str]]] = {}  # per eval split: (prompt ids, reference)
-        self._chars_per_token: dict[str, float] = {}
 
     def _files(self, split: str) -> tuple[Path, Path] | Path | None:
         """The (source, target) files or the TSV file of ``split``, whichever exists first."""
@@ -387,20 +473,14 @@ class ParallelDataModule(pl.LightningDataModule):
         )
 
     @property
-    def vocab_size(self) -> int:
-        self.setup()
-        return self.tokenizer.vocab_size
-
-    @property
     def eos_id(self) -> int:
-        return self.tokenizer.tokenizer.token_to_id("<eos>")
+        """``<eos>``: ends every target, and a generation."""
+        return self.special("<eos>")
 
     def special(self, token: str) -> int:
         return self.tokenizer.tokenizer.token_to_id(token)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _encode_splits(self) -> None:
         splits = ["train", "val"] + (["test"] if self.has_test_split else [])
         pairs = {split: self.read_split(self.splits[split]) for split in splits}
         if self.tokenizer is None:
@@ -410,17 +490,14 @@ class ParallelDataModule(pl.LightningDataModule):
         for split in splits:
             dataset = self._encode(pairs[split])
             setattr(self, f"{split}_set", dataset)
+            target_tokens = int((dataset.tensors[1] != -100).sum())  # target tokens and <eos>
+            target_chars = sum(len(b) + 1 for _, b in pairs[split])  # <eos> counts as the line's end
+            self._note(split, "\n".join(f"{a}\t{b}" for a, b in pairs[split]), target_chars, target_tokens)
             if split != "train":
-                target_tokens = int((dataset.tensors[1] != -100).sum())  # target tokens and <eos>
-                target_chars = sum(len(b) + 1 for _, b in pairs[split])  # <eos> counts as the line's end
-                self._chars_per_token[split] = target_chars / max(target_tokens, 1)
                 half = self.block_size // 2
                 self.prompts[split] = [(self.tokenizer.encode(a)[:half] + [sep], b) for a, b in pairs[split]]
-        if self.save_dir is not None:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
 
-    def _encode(self, pairs: list[tuple[str, str]]) -> torch.utils.data.TensorDataset:
+    def _encode(self, pairs: list[tuple[str, str]]) -> TensorDataset:
         pad, sep, eos = (self.special(t) for t in self.SPECIALS)
         n, length = len(pairs), self.block_size
         x = torch.full((n, length), pad, dtype=torch.long)
@@ -430,44 +507,20 @@ class ParallelDataModule(pl.LightningDataModule):
             seq = torch.tensor([*src, sep, *self.tokenizer.encode(b), eos][: length + 1])
             x[i, : len(seq) - 1], y[i, : len(seq) - 1] = seq[:-1], seq[1:]
             y[i, : len(src)] = -100  # no loss on the source or on predicting <sep>
-        return torch.utils.data.TensorDataset(x, y)
+        return TensorDataset(x, y)
 
-    def _require(self, split: str) -> None:
-        if split == "test" and not self.has_test_split:
-            stem = self.splits["test"]
-            raise ConfigError(
-                f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
-                f"or {stem}.tsv in {self.root}; set data.test_split to its file stem, or evaluate split=val"
-            )
-        self.setup()
+    def _no_test_message(self) -> str:
+        stem = self.splits["test"]
+        return (
+            f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
+            f"or {stem}.tsv in {self.root}; set data.test_split to its file stem, or evaluate split=val"
+        )
 
-    def bleu_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
-        """(prompt token ids, reference text) for the first ``n`` pairs (None: all) of ``split``."""
+    def dataset(self, split: str) -> TensorDataset:
+        """``split``'s pairs as (input, target) rows of ``block_size`` tokens, target -100 off the target."""
         self._require(split)
+        return getattr(self, f"{split}_set")
+
+    def _prompt_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
+        """The first ``n`` sources of ``split`` (up to ``<sep>``) and their reference translations."""
         return self.prompts[split][:n]
-
-    def chars_per_token(self, split: str) -> float:
-        """Characters per token of ``split``'s targets (bits per character = bits per token / this)."""
-        self._require(split)
-        return self._chars_per_token[split]
-
-    def train_dataloader(self) -> DataLoader:
-        return train_loader(self.train_set, self.batch_size, self.seed, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_set, self.batch_size, sampler=eval_sampler(self.val_set), num_workers=self.num_workers
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        self._require("test")
-        return DataLoader(
-            self.test_set, self.batch_size, sampler=eval_sampler(self.test_set), num_workers=self.num_workers
-        )
-
-    def state_dict(self) -> dict:
-        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "tokenizer" in state:
-            self.tokenizer = tokenizer_from_json(state["tokenizer"])

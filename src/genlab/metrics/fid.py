@@ -3,13 +3,14 @@
 Tr sqrt(S_r S_f) = Tr sqrt(A S_f A) with A = S_r^(1/2), and A S_f A is symmetric positive
 semi-definite, so two symmetric eigendecompositions (``eigh``) replace torchmetrics' general
 ``eigvals`` of a 2048x2048 matrix. A depends on the real images only: it is computed once and
-reused while the real statistics stay (``reset_real_features=False``).
+reused while the real statistics stay (kept by ``reset()``, dropped by ``reset_real()``).
 """
 
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from genlab.errors import ConfigError
+from genlab.metrics.real_stats import RealStatistics
 
 
 def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
@@ -26,11 +27,21 @@ def frechet_distance(
     return (mu_real - mu_fake).square().sum() + trace_real + sigma_fake.trace() - 2 * cross
 
 
-class FastFID(FrechetInceptionDistance):
-    """torchmetrics' FID (same states, updates and DDP reduction) with :func:`frechet_distance`."""
+class FastFID(RealStatistics, FrechetInceptionDistance):
+    """torchmetrics' FID (same states, updates and DDP reduction) with :func:`frechet_distance`.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    Real statistics survive ``reset()`` unless ``reset_real_features=True``; see :class:`RealStatistics`.
+    """
+
+    REAL_STATES = {
+        "sum": "real_features_sum",
+        "cov_sum": "real_features_cov_sum",
+        "n": "real_features_num_samples",
+    }
+
+    def __init__(self, *args, reset_real_features: bool = False, **kwargs):
+        super().__init__(*args, reset_real_features=reset_real_features, **kwargs)
+        self.orig_dtype = torch.float32  # update() sets the features' dtype; a rank that drew none keeps this
         self._real_cache: tuple | None = None  # (key of the real statistics, mean, sqrt(cov), trace(cov))
 
     @staticmethod

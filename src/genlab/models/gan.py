@@ -11,17 +11,18 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.models import GenerativeModel, eval_prefix, gan_losses
-from genlab.models.schedules import make_schedule
-from genlab.utils.ema import EMA
+from genlab.interfaces import ImageGenerator, reject_conditions
+from genlab.models import GenerativeModel, OptimizerFactory, gan_losses
 
 log = logging.getLogger(__name__)
 COLLAPSE_CHECK_EVERY = 10
 
 
-class GAN(GenerativeModel):
+class GAN(GenerativeModel, ImageGenerator):
     fallback_metric = None  # D(x)/D(G(z)) do not rank generators: without FID, keep the last epoch
     ddp_find_unused_parameters = True  # the D step never reaches G; the G step leaves D frozen
+    default_optimizer = torch.optim.Adam
+    progress_bar = ("d_loss", "d_x", "d_g_z", "g_loss")
 
     def __init__(
         self,
@@ -37,8 +38,9 @@ class GAN(GenerativeModel):
         lr_schedule: str = "constant",
         ema_decay: float | None = 0.999,
         collapse_patience: int = 200,
+        optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__()
+        super().__init__(optimizer)
         if loss not in gan_losses.LOSSES:
             raise ConfigError(f"model.loss={loss!r} is unknown; choose one of {gan_losses.LOSSES}")
         if loss == "wgan_gp" and getattr(discriminator, "norm", None) == "batch":
@@ -46,15 +48,13 @@ class GAN(GenerativeModel):
                 "WGAN-GP's per-sample gradient penalty is invalid with BatchNorm in the discriminator: "
                 "set model.discriminator.norm=none (or spectral)."
             )
-        if lr <= 0 or (d_lr is not None and d_lr <= 0):
-            raise ConfigError(f"Learning rates must be positive, got model.lr={lr}, model.d_lr={d_lr}")
         if n_critic < 1:
             raise ConfigError(f"model.n_critic must be >= 1, got {n_critic}")
-        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"])
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
-        self.g_ema = EMA(generator, ema_decay) if ema_decay else None
+        self.g_ema = self.make_ema(generator, ema_decay)
         self.collapse_streak = torch.zeros(())  # consecutive D steps with D(x) > 0.99, D(G(z)) < 0.01
         self.d_steps, self.collapsed = 0, False
 
@@ -67,54 +67,61 @@ class GAN(GenerativeModel):
         return torch.randn(num, self.latent_dim, generator=generator).to(self.device)
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, num: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
         """``num`` images in [-1, 1], from the EMA generator when there is one."""
-        net = self.g_ema.module if self.g_ema is not None else self.generator
+        reject_conditions(self, conditions)
+        net = self.averaged(self.generator, self.g_ema)
         return net(self.noise(num, generator)).float().clamp(-1, 1)
 
     # ---- training ----
-    def training_step(self, batch, batch_idx: int) -> None:
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        opt_g, opt_d = self.optimizers()
+    def discriminator_loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on ``real`` and on detached fakes (G gets no gradient), and the scalars to log."""
         kind = self.hparams.loss
-
-        # Discriminator step (G's output is detached, so G's parameters get no gradient).
-        self.toggle_optimizer(opt_d)
         fake = self.generator(self.noise(real.shape[0])).detach()
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        d_loss = gan_losses.d_loss(kind, real_logits, fake_logits)
+        loss = gan_losses.d_loss(kind, real_logits, fake_logits)
+        scalars = {"d_x": self._score(real_logits), "d_g_z": self._score(fake_logits)}
         if kind == "wgan_gp":
-            gp = gan_losses.gradient_penalty(self.discriminator, real, fake.to(real.dtype))
-            self.log("train/gp", gp)
-            d_loss = d_loss + self.hparams.gp_weight * gp
+            scalars["gp"] = gan_losses.gradient_penalty(self.discriminator, real, fake.to(real.dtype))
+            loss = loss + self.hparams.gp_weight * scalars["gp"]
+        self._watch_collapse(real_logits, fake_logits)
+        return loss, {"d_loss": loss, **scalars}
+
+    def generator_loss(self, num: int) -> torch.Tensor:
+        return gan_losses.g_loss(self.hparams.loss, self.discriminator(self.generator(self.noise(num))))
+
+    def generator_steps(self, batch_idx: int) -> bool:
+        """Whether batch ``batch_idx`` also makes a G step (every ``n_critic``-th)."""
+        return (batch_idx + 1) % self.hparams.n_critic == 0
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        real = self.inputs(batch)
+        opt_g, opt_d = self.optimizers()
+        # toggle_optimizer freezes the other network's parameters during each step.
+        self.toggle_optimizer(opt_d)
+        d_loss, scalars = self.discriminator_loss(real)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        self.log_dict(
-            {
-                "train/d_loss": d_loss,
-                "train/d_x": self._score(real_logits),
-                "train/d_g_z": self._score(fake_logits),
-            },
-            prog_bar=True,
-        )
-        self._watch_collapse(real_logits, fake_logits)
 
-        # Generator step every n_critic batches (D's parameters are frozen by toggle_optimizer).
-        if (batch_idx + 1) % self.hparams.n_critic == 0:
+        if self.generator_steps(batch_idx):
             self.toggle_optimizer(opt_g)
-            g_loss = gan_losses.g_loss(kind, self.discriminator(self.generator(self.noise(real.shape[0]))))
+            g_loss = self.generator_loss(real.shape[0])
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
-            if self.g_ema is not None:
-                self.g_ema.update(self.generator)
-            self.log("train/g_loss", g_loss, prog_bar=True)
+            self.update_averages()
+            scalars["g_loss"] = g_loss
+        self.log_train(scalars, batch_idx)
 
         for scheduler in self.lr_schedulers():
             scheduler.step()
+
+    def update_averages(self) -> None:
+        if self.g_ema is not None:
+            self.g_ema.update(self.generator)
 
     def _watch_collapse(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
         """Counts the D steps in a row in which D separates real from fake almost perfectly (non-saturating
@@ -159,27 +166,23 @@ class GAN(GenerativeModel):
             )
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        real = self.inputs(batch)
         fake = self.sample(real.shape[0]).to(real.dtype)
         self.log_dict(
             {
-                f"{eval_prefix(self)}/d_x": self._score(self.discriminator(real)),
-                f"{eval_prefix(self)}/d_g_z": self._score(self.discriminator(fake)),
+                f"{self.eval_prefix}/d_x": self._score(self.discriminator(real)),
+                f"{self.eval_prefix}/d_g_z": self._score(self.discriminator(fake)),
             },
             sync_dist=True,
         )
 
-    test_step = validation_step
-
-    def configure_optimizers(self):
+    def build_optimizers(self, total_steps: int) -> list[dict]:
+        """Adam for G at ``lr`` and for D at ``d_lr`` (default ``lr``), each with the LR schedule; the
+        schedules are stepped once per batch by :meth:`training_step`."""
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr or hp.lr, betas=tuple(hp.betas))
-        total = int(self.trainer.estimated_stepping_batches)
+        opt_g = self.make_optimizer(self.generator.parameters(), lr=hp.lr)
+        opt_d = self.make_optimizer(self.discriminator.parameters(), lr=hp.d_lr or hp.lr)
         return [
-            {
-                "optimizer": opt,
-                "lr_scheduler": {"scheduler": make_schedule(opt, hp.lr_schedule, total), "name": name},
-            }
-            for opt, name in ((opt_g, "lr/generator"), (opt_d, "lr/discriminator"))
+            self.with_schedule(opt_g, total_steps, "lr/generator"),
+            self.with_schedule(opt_d, total_steps, "lr/discriminator"),
         ]

@@ -13,12 +13,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
-from genlab.errors import ConfigError
-from genlab.models import GenerativeModel, eval_prefix
-from genlab.models.schedules import make_schedule
+from genlab.interfaces import TextGenerator
+from genlab.models import GenerativeModel, OptimizerFactory
 
 
-class LanguageModel(GenerativeModel):
+class LanguageModel(GenerativeModel, TextGenerator):
     modality = "text"
     fallback_metric = "val/loss"
 
@@ -34,11 +33,10 @@ class LanguageModel(GenerativeModel):
         compile: bool = False,
         bleu_samples: int = 0,
         bleu_max_new_tokens: int = 64,
+        optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__()
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be positive, got {lr}")
-        self.save_hyperparameters(ignore=["net"])
+        super().__init__(optimizer)
+        self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net = net
         if compile:
             self.net.compile()  # in place: parameter names and checkpoints stay the same
@@ -50,10 +48,12 @@ class LanguageModel(GenerativeModel):
         logits, _ = self.net(x)
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+        return self.net.generate(prompt, max_new_tokens, **options)
+
+    def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
         loss = self.nll(*batch)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return loss, {"loss": loss}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -62,19 +62,15 @@ class LanguageModel(GenerativeModel):
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
         self.val_nll.reset()
-        dm, split = self.trainer.datamodule, eval_prefix(self)  # the split evaluated: val or test
-        chars_per_token = dm.chars_per_token(split) if hasattr(dm, "chars_per_token") else 1.0
+        dm, split = self.trainer.datamodule, self.eval_prefix  # the split evaluated: val or test
         metrics = {
             "loss": nll,
             "perplexity": nll.exp(),
-            "bpc": nll / (math.log(2) * chars_per_token),
+            "bpc": nll / (math.log(2) * dm.chars_per_token(split)),
         }
-        if self.hparams.bleu_samples and hasattr(dm, "bleu_pairs"):
+        if self.hparams.bleu_samples:
             metrics["bleu"] = self.corpus_bleu(dm, split)
         self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, prog_bar=True)
-
-    test_step = validation_step
-    on_test_epoch_end = on_validation_epoch_end
 
     @torch.no_grad()
     def corpus_bleu(self, datamodule, split: str = "val") -> torch.Tensor:
@@ -82,10 +78,10 @@ class LanguageModel(GenerativeModel):
         n = self.hparams.bleu_samples
         pairs = datamodule.bleu_pairs(n if n > 0 else None, split)
         pairs = pairs[self.global_rank :: self.trainer.world_size]
-        stop = getattr(datamodule, "eos_id", None)
+        stop = datamodule.eos_id
         hypotheses, references = [], []
         for prompt, reference in pairs:
-            out = self.net.generate(
+            out = self.generate(
                 torch.tensor([prompt], device=self.device),
                 self.hparams.bleu_max_new_tokens,
                 temperature=0,
@@ -98,15 +94,5 @@ class LanguageModel(GenerativeModel):
         self.bleu.reset()
         return score
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},  # matrices
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases, norms
-        ]
-        fused = self.device.type == "cuda"
-        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = make_schedule(opt, hp.lr_schedule, total, hp.warmup_steps, hp.final_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+    def param_groups(self) -> list[dict]:
+        return self.net.param_groups(self.hparams.weight_decay)

@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.models import GenerativeModel, eval_prefix
-from genlab.models.schedules import make_schedule
+from genlab.interfaces import ImageGenerator, Reconstructor, reject_conditions
+from genlab.models import GenerativeModel, OptimizerFactory
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
 
 
-class VAE(GenerativeModel):
+class VAE(GenerativeModel, ImageGenerator, Reconstructor):
     fallback_metric = "val/nelbo"
+    progress_bar = ("recon", "kl", "nelbo", "bpd")
 
     def __init__(
         self,
@@ -36,13 +37,12 @@ class VAE(GenerativeModel):
         lr_schedule: str = "constant",
         warmup_steps: int = 0,
         iw_samples: int = 0,
+        optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__()
+        super().__init__(optimizer)
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be positive, got {lr}")
-        self.save_hyperparameters(ignore=["encoder", "decoder"])
+        self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
         self.encoder, self.decoder = encoder, decoder
         if likelihood != "bernoulli":  # learned per-channel pixel scale
             self.log_scale = nn.Parameter(torch.full((decoder.channels,), -2.0))
@@ -97,7 +97,8 @@ class VAE(GenerativeModel):
         return -(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, num: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
+        reject_conditions(self, conditions)
         z = torch.randn(num, self.hparams.latent_dim, generator=generator).to(self.device)
         return self.mean(self.decoder(z))
 
@@ -106,36 +107,25 @@ class VAE(GenerativeModel):
         return self.mean(self.decoder(self.encoder(x)[0]))
 
     # ---- training ----
-    def kl_weight(self) -> float:
+    def kl_weight(self, step: int) -> float:
+        """beta, warmed up linearly from 0 over ``kl_warmup_steps`` optimizer steps."""
         warmup = self.hparams.kl_warmup_steps
-        return self.hparams.beta * (min(1.0, self.global_step / warmup) if warmup else 1.0)
+        return self.hparams.beta * (min(1.0, step / warmup) if warmup else 1.0)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        terms = self.elbo_terms(x)
-        beta = self.kl_weight()
+    def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
+        terms = self.elbo_terms(self.inputs(batch))
+        beta = self.kl_weight(step)
         loss = terms["recon"] + beta * terms["kl"]
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
-        self.log_dict({"train/loss": loss, "train/beta": beta})
-        return loss
+        return loss, {**terms, "loss": loss, "beta": beta}
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = self.inputs(batch)
         metrics = self.elbo_terms(x)
         if self.hparams.iw_samples:
             iw_nll = self.importance_weighted_nll(x, self.hparams.iw_samples).mean()
             metrics.update({"iw_nll": iw_nll, "iw_bpd": iw_nll / (x[0].numel() * math.log(2))})
-        prefix = eval_prefix(self)
+        prefix = self.eval_prefix
         self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
-
-    test_step = validation_step
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = make_schedule(opt, hp.lr_schedule, total, hp.warmup_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
 
 def discretized_gaussian_log_likelihood(

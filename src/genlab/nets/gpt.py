@@ -117,6 +117,15 @@ class GPT(nn.Module):
             new_cache.append(layer_cache)
         return self.lm_head(self.ln_f(x)), new_cache
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups as nanoGPT's: weight decay on matrices (linear and embedding weights), none on
+        biases and LayerNorm parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
     @torch.no_grad()
     def generate(
         self,

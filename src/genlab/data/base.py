@@ -1,0 +1,30 @@
+"""What every genlab datamodule declares to the pipeline, the models and the callbacks."""
+
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+
+
+class GenlabDataModule(pl.LightningDataModule):
+    """A datamodule's declared interface (read by the pipeline and callbacks, never probed).
+
+    ``modality`` is matched against the model's; :meth:`model_inputs` names what the data gives the
+    model (a vocabulary size, a label count), filled into the model config's ``null`` keys of those
+    names; :meth:`split_id` identifies one split's examples for caches.
+    """
+
+    name: ClassVar[str] = "data"
+    modality: ClassVar[str] = "image"
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether :meth:`test_dataloader` has examples to serve (decided without loading them)."""
+        raise NotImplementedError
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Model settings the data decides, by key (e.g. ``{"vocab_size": 65}``); none by default."""
+        return {}
+
+    def split_id(self, split: str) -> str:
+        """A string that changes whenever ``split``'s examples do (cache keys)."""
+        raise NotImplementedError

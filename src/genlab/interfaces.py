@@ -1,0 +1,46 @@
+"""What the pipeline and callbacks use of a model, declared by the model's classes (never probed).
+
+A family inherits the interfaces it implements; callbacks test ``isinstance`` against them.
+"""
+
+import torch
+
+from genlab.errors import ConfigError
+
+
+class ImageGenerator:
+    """Draws images in [-1, 1] of shape (num, C, H, W); ``conditions`` (e.g. ``labels``) for conditional models."""
+
+    def sample(self, num: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Reconstructor:
+    """Maps images to their reconstructions (autoencoders): sample grids show both."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TextGenerator:
+    """Continues token prompts (B, T) -> (B, T + new) tokens; ``temperature=0`` is greedy."""
+
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        stop_token: int | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def reject_conditions(model: object, conditions: dict) -> None:
+    """Unconditional models refuse conditions in one line instead of ignoring them."""
+    if conditions:
+        raise ConfigError(
+            f"{type(model).__name__} is unconditional: it takes no {', '.join(sorted(conditions))}."
+        )
