@@ -195,15 +195,16 @@ def test_ddim_steps_are_validated():
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_noise_schedules_destroy_signal(schedule):
     model = tiny_diffusion(schedule=schedule)
-    assert model.alpha_bar[0] > 0.99 and model.alpha_bar[-1] < 0.01
-    assert torch.all(model.alpha_bar[1:] < model.alpha_bar[:-1])
+    alpha_bar = model.schedule.alpha_bar
+    assert alpha_bar[0] > 0.99 and alpha_bar[-1] < 0.01
+    assert torch.all(alpha_bar[1:] < alpha_bar[:-1])
 
 
 def test_v_prediction_target_recovers_x0():
     model = tiny_diffusion(prediction="v")
     x0, noise, t = torch.rand(2, 1, 16, 16) * 2 - 1, torch.randn(2, 1, 16, 16), torch.tensor([5, 40])
-    x_t, v = model.q_sample(x0, t, noise), model.target(x0, t, noise)
-    ab = model.alpha_bar[t].view(-1, 1, 1, 1)
+    x_t, v = model.schedule.add_noise(x0, noise, t), model.schedule.target(x0, noise, t, "v")
+    ab = model.schedule.alpha_bar[t].view(-1, 1, 1, 1)
     assert torch.allclose(ab.sqrt() * x_t - (1 - ab).sqrt() * v, x0, atol=1e-5)
 
 

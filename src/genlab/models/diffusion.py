@@ -11,14 +11,13 @@ from torch import nn
 
 from genlab.diffusion import PREDICTIONS, SAMPLERS, NoiseSchedule, make_sampler, sample_loop
 from genlab.errors import ConfigError
-from genlab.interfaces import reject_conditions
-from genlab.models import GenerativeModel, eval_prefix
-from genlab.models.schedules import make_schedule
-from genlab.utils.ema import EMA
+from genlab.interfaces import ImageGenerator, reject_conditions
+from genlab.models import GenerativeModel, OptimizerFactory
 
 
-class Diffusion(GenerativeModel):
+class Diffusion(GenerativeModel, ImageGenerator):
     fallback_metric = "val/loss"
+    sample_options = ("sampler", "steps")  # sample.py's sampler= and steps=
 
     def __init__(
         self,
@@ -33,30 +32,19 @@ class Diffusion(GenerativeModel):
         ema_decay: float | None = 0.9999,
         sampler: str = "ddim",
         sample_steps: int = 50,
+        optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__()
+        super().__init__(optimizer)
         if prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction must be 'eps' or 'v', got {prediction!r}")
         if sampler not in SAMPLERS:
             raise ConfigError(f"model.sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be positive, got {lr}")
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "optimizer"])
         self.net = net
-        self.ema = EMA(net, ema_decay) if ema_decay else None
+        self.ema = self.make_ema(net, ema_decay)
         self.schedule = NoiseSchedule(schedule, timesteps)
 
-    # ---- the forward process (genlab.diffusion.schedule) ----
-    @property
-    def alpha_bar(self) -> torch.Tensor:
-        return self.schedule.alpha_bar
-
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.schedule.add_noise(x0, noise, t)
-
-    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.schedule.target(x0, noise, t, self.hparams.prediction)
-
+    # ---- the forward process (genlab.diffusion.schedule) and the training objective ----
     def loss(
         self, net: nn.Module, x0: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -70,7 +58,7 @@ class Diffusion(GenerativeModel):
     # ---- sampling ----
     @property
     def sampling_net(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.net
+        return self.averaged(self.net, self.ema)
 
     @torch.no_grad()
     def sample(
@@ -91,28 +79,16 @@ class Diffusion(GenerativeModel):
         return sample_loop(net, solver, shape, steps, generator, self.device)
 
     # ---- training ----
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
-        loss = self.loss(self.net, x0)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
+        loss = self.loss(self.net, self.inputs(batch))
+        return loss, {"loss": loss}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def update_averages(self) -> None:
         if self.ema is not None:
             self.ema.update(self.net)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
         # Fixed timesteps and noise per batch: validation losses are comparable across epochs.
         generator = torch.Generator().manual_seed(10_000 + batch_idx)
-        loss = self.loss(self.sampling_net, x0, generator)
-        self.log(f"{eval_prefix(self)}/loss", loss, prog_bar=True, sync_dist=True)
-
-    test_step = validation_step
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = make_schedule(opt, hp.lr_schedule, total, hp.warmup_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        loss = self.loss(self.sampling_net, self.inputs(batch), generator)
+        self.log(f"{self.eval_prefix}/loss", loss, prog_bar=True, sync_dist=True)
