@@ -21,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -116,6 +116,44 @@ def genlab_seconds(cfg: DictConfig, warmup: int, steps: int) -> float:
     return timer.seconds
 
 
+class KeepProfiler(pl.Callback):
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.profiler = trainer.profiler
+
+
+MATH = (
+    "training_step",
+    "backward",
+    "optimizer_step",
+    "optimizer_zero_grad",
+    "run_training_batch",
+)  # the model's work
+PER_BATCH = (
+    "batch",
+    "backward",
+    "optimizer",
+    "zero_grad",
+    "gradient_clipping",
+    "dataloader_next",
+)  # hook names
+
+
+def hook_costs(cfg: DictConfig, batches: int) -> dict[str, float]:
+    """Where genlab's fixed per-batch cost goes: ms per batch of every callback and module hook outside the
+    model's own math (Lightning's SimpleProfiler on one more run), largest first."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.trainer.profiler = {"_target_": "pytorch_lightning.profilers.SimpleProfiler"}
+    keep = KeepProfiler()
+    genlab_train(cfg, [keep])
+    costs = {
+        action: 1000 * sum(durations) / batches
+        for action, durations in keep.profiler.recorded_durations.items()
+        if any(k in action for k in PER_BATCH) and action.rsplit(".", 1)[-1] not in MATH
+    }
+    return {a: round(ms, 3) for a, ms in sorted(costs.items(), key=lambda kv: -kv[1]) if ms >= 0.02}
+
+
 def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int) -> dict:
     optimizer_steps = (warmup + steps) * FAMILIES[family].steps_per_batch
     cfg = compose_train(
@@ -134,6 +172,7 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int) 
         times["genlab"].append(genlab_seconds(cfg, warmup, steps))
         print(f"{family} round {r + 1}: plain {times['plain'][-1]:.2f} s, genlab {times['genlab'][-1]:.2f} s")
     plain, ours = steps / min(times["plain"]), steps / min(times["genlab"])
+    costs = hook_costs(cfg, warmup + steps)
     return {
         "batch_size": cfg.data.batch_size,
         "plain_steps_per_s": round(plain, 2),
@@ -142,6 +181,7 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int) 
         "overhead_ms_per_batch": round(1000 * (1 / ours - 1 / plain), 2),
         "plain_seconds": [round(t, 3) for t in times["plain"]],
         "genlab_seconds": [round(t, 3) for t in times["genlab"]],
+        "hook_ms_per_batch": costs,  # the named parts of the overhead (whole run, incl. start-up hooks)
     }
 
 

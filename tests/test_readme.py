@@ -20,15 +20,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from genlab.families import FAMILIES as REGISTRY
 from tests.conftest import (
     CONF,
     DATA,
     ROOT,
     SHARED,
-    SMALL,
-    TINY_GPT,
     assert_user_error,
     compose_train,
     run_script,
@@ -38,13 +37,16 @@ from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, wri
 pytestmark = pytest.mark.slow
 
 PLACEHOLDER = re.compile(r"outputs/<(\w+)-run>")
-FAMILIES = {
-    "genlab.models.gan.GAN": "gan",
-    "genlab.models.vae.VAE": "vae",
-    "genlab.models.diffusion.Diffusion": "diffusion",
-    "genlab.models.lm.LanguageModel": "gpt",
-}
-TINY = {family: [f"++{o}" for o in args] for family, args in {**SMALL, "gpt": TINY_GPT}.items()}
+
+
+def model_target(name: str) -> str:
+    """The class ``conf/model/<name>.yaml`` builds (a ``@package _global_`` file nests it under ``model``)."""
+    node = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    return node.get("_target_") or node.model._target_
+
+
+FAMILIES = {model_target(name): name for name in REGISTRY}  # model class -> family (genlab.families)
+TINY = {name: [f"++{o}" for o in family.small] for name, family in REGISTRY.items()}
 TINY["gpt"] += ["++model.bleu_samples=4"]
 SHORT = [  # any trainer config: two short epochs
     "++trainer.max_epochs=2",

@@ -215,7 +215,8 @@ def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Gene
 
     options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
     if unknown := [k for k in options if k not in model.sample_options]:
-        raise ConfigError(f"{unknown} apply to diffusion models only; {type(model).__name__} takes neither.")
+        takes = ", ".join(model.sample_options) or "no sampling options"
+        raise ConfigError(f"{unknown} do not apply to {type(model).__name__}: it takes {takes}.")
     images = torch.cat(
         [
             model.sample(min(cfg.batch_size, cfg.num_samples - start), generator=generator, **options).cpu()

@@ -45,8 +45,8 @@ class DivergenceGuard(pl.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        grad_norm = pl_module.gradient_norm(optimizer)  # reused by norm clipping
-        finite = bool(torch.isfinite(self.loss).all() & torch.isfinite(grad_norm))  # one host sync per step
+        grads = pl_module.gradient_check(optimizer)  # finite iff every gradient is; reused by norm clipping
+        finite = bool(torch.isfinite(self.loss).all() & torch.isfinite(grads))  # one host sync per step
         if finite:
             self.consecutive = 0
             if self.policy == "rollback" and trainer.global_step % self.snapshot_every == 0:
