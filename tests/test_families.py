@@ -13,6 +13,7 @@ from genlab.families import FAMILIES, IMAGE_FAMILIES
 from genlab.interfaces import Reconstructor
 from genlab.models.diffusion import Diffusion
 from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
+from genlab.nets.flow import CouplingFlow
 from genlab.nets.unet import UNet
 from genlab.nets.vae import Decoder, Encoder
 from genlab.pipeline import train
@@ -225,3 +226,17 @@ def test_importance_weighted_bound_is_tighter_than_elbo(likelihood):
     with torch.no_grad():
         nelbo = torch.stack([model.elbo_terms(x)["nelbo"] for _ in range(20)]).mean()
     assert model.importance_weighted_nll(x, k=64).mean() < nelbo
+
+
+def test_flow_is_invertible_and_its_log_det_is_the_jacobians():
+    torch.manual_seed(0)
+    net = CouplingFlow(channels=1, resolution=4, hidden=16, num_layers=4)
+    for layer in net.layers:  # away from the identity start
+        torch.nn.init.normal_(layer.scale.weight, std=0.3)
+        torch.nn.init.normal_(layer.shift.weight, std=0.3)
+    x = torch.rand(3, 1, 4, 4) * 2 - 1
+    z, log_det = net(x)
+    assert torch.allclose(net.inverse(z), x, atol=1e-5)
+    for i in range(3):
+        jacobian = torch.autograd.functional.jacobian(lambda v: net(v.view(1, 1, 4, 4))[0][0], x[i].flatten())
+        assert log_det[i].item() == pytest.approx(torch.linalg.slogdet(jacobian)[1].item(), abs=1e-4)
