@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from genlab.data.base import GenlabDataModule
 from genlab.errors import ConfigError
@@ -71,7 +72,11 @@ def check_positive(cfg: DictConfig) -> None:
                 continue
             if not _positive_keys(str(key)) or OmegaConf.is_missing(node, key):
                 continue
-            value = node.get(key)
+            try:
+                value = node.get(key)
+            except InterpolationResolutionError:
+                continue  # e.g. ${data.block_size} on data without one: the modality check names that
+
             if value is not None and (
                 not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
             ):

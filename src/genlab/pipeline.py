@@ -46,9 +46,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
+    check_modality(cfg)
     check_positive(cfg)
     check_image_shape(cfg)
-    check_modality(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
         check_test_split(datamodule)
