@@ -3,6 +3,8 @@
 A family inherits the interfaces it implements; callbacks test ``isinstance`` against them.
 """
 
+from typing import Any
+
 import torch
 
 from genlab.errors import ConfigError
@@ -35,6 +37,14 @@ class TextGenerator:
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
     ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ReportsProtocol:
+    """A model or callback whose metrics need their measurement protocol beside them (split, sample counts,
+    signatures such as sacreBLEU's): ``protocol()`` after an evaluation, written to ``metrics.json``."""
+
+    def protocol(self) -> dict[str, Any]:
         raise NotImplementedError
 
 

@@ -28,7 +28,7 @@ from genlab.checks import (
 )
 from genlab.data.base import GenlabDataModule
 from genlab.data.text import TokenizedDataModule
-from genlab.interfaces import ImageGenerator, TextGenerator
+from genlab.interfaces import ImageGenerator, ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
@@ -85,7 +85,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             metrics.update(scalar_metrics(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
-    write_json(metrics, output_dir / "metrics.json")
+    write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
     return metrics
 
 
@@ -122,7 +122,29 @@ def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
     return path, checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Metrics of a checkpoint (``ckpt_path``), of samples from anywhere (``samples``), or the export of a
+    split's real statistics (``export_reference``); written to the run dir's metrics.json."""
+    from genlab import sample_eval
+
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
+    chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
+    if len(chosen) != 1:
+        raise ConfigError(
+            "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
+            f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
+        )
+    if cfg.get("samples") or cfg.get("export_reference"):
+        task = sample_eval.evaluate_samples if cfg.get("samples") else sample_eval.export_reference
+        record = task(cfg)
+        write_json(record, Path(cfg.paths.output_dir) / "metrics.json")
+        log.info("%s", json.dumps({k: v for k, v in record.items() if k != "protocol"}))
+        return record
+    return evaluate_checkpoint(cfg)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Rebuilds a run from the config stored in ``cfg.ckpt_path`` and computes its validation metrics."""
     ckpt_path, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     if cfg.get("data_root"):
@@ -168,8 +190,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_checkpointing=False,
         _convert_="all",
     )
-    if cfg.split not in ("val", "test"):
-        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
     if cfg.split == "test" and not datamodule.has_test_split:
         raise ConfigError(
             f"The run's data (data={datamodule.name}) has no test split, and one carved now would hold examples "
@@ -179,7 +199,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (trainer.validate if cfg.split == "val" else trainer.test)(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics.update(epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"))
-    write_json({"ckpt_path": str(ckpt_path), **metrics}, Path(cfg.paths.output_dir) / "metrics.json")
+    record = {"ckpt_path": str(ckpt_path), **metrics, **protocols(model, trainer)}
+    write_json(record, Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
 
 
@@ -311,6 +332,15 @@ def configure_ddp(trainer: pl.Trainer, model: GenerativeModel) -> None:
     """DDP looks for unused parameters only where the model declares it needs to (unless the config says)."""
     if isinstance(trainer.strategy, DDPStrategy):
         trainer.strategy._ddp_kwargs.setdefault("find_unused_parameters", model.ddp_find_unused_parameters)
+
+
+def protocols(model: GenerativeModel, trainer: pl.Trainer) -> dict[str, dict]:
+    """``{"protocol": {metric: how it was measured}}`` of the model and callbacks that report one (none: {})."""
+    protocol = {}
+    for part in (model, *trainer.callbacks):
+        if isinstance(part, ReportsProtocol):
+            protocol.update(part.protocol())
+    return {"protocol": protocol} if protocol else {}
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

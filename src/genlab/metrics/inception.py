@@ -61,13 +61,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class InceptionFeatures(nn.Module):
-    """2048-d InceptionV3 pool features of uint8 images, shared by FID and KID.
+    """2048-d InceptionV3 pool features of uint8 images, and the 1008 ``logits_unbiased`` of the same pass.
 
-    The last result is memoised by input identity, so FID and KID updated with the same batch
-    run the network once. Autocast is disabled: features are always computed in float32.
+    One network pass serves every metric: the last result is memoised by input identity, so FID, KID,
+    precision/recall (pool features) and the Inception Score (``logits``) updated with the same batch run
+    the network once (``passes`` counts the runs). Autocast is disabled: features are float32.
     """
 
     num_features = 2048
+    num_logits = 1008
 
     def __init__(self, weights_path: str | Path):
         super().__init__()
@@ -75,19 +77,31 @@ class InceptionFeatures(nn.Module):
 
         self.net = NoTrainInceptionV3(
             name="inception-v3-compat",
-            features_list=[str(self.num_features)],
+            features_list=[str(self.num_features), "logits_unbiased"],
             feature_extractor_weights_path=str(weights_path),
             antialias=False,
         )
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.passes = 0
+
+    @property
+    def has_classifier(self) -> bool:
+        """False for weights whose classifier layer is all zeros (FID-only files): their logits are constant."""
+        return bool(self.net.fc.weight.abs().sum() > 0)
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._last is None or self._last[0] is not images:
+            with torch.autocast(images.device.type, enabled=False), torch.no_grad():
+                pool, logits = self.net._torch_fidelity_forward(images)
+            self.passes += 1
+            self._last = (images, (pool.reshape(len(images), -1).float(), logits.float()))
+        return self._last[1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._last is not None and self._last[0] is images:
-            return self._last[1]
-        with torch.autocast(images.device.type, enabled=False), torch.no_grad():
-            features = self.net(images).float()
-        self._last = (images, features)
-        return features
+        return self._embed(images)[0]
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self._embed(images)[1]
 
     def forget(self) -> None:
         self._last = None

@@ -1,14 +1,12 @@
 """KID on torchmetrics' KernelInceptionDistance, with real statistics it owns and a DDP-safe gather."""
 
-import torch
 from torch import Tensor, nn
 from torchmetrics.image.kid import KernelInceptionDistance
-from torchmetrics.utilities.data import dim_zero_cat
 
-from genlab.metrics.real_stats import RealStatistics
+from genlab.metrics.real_stats import GatheredFeatures, RealStatistics
 
 
-class KID(RealStatistics, KernelInceptionDistance):
+class KID(RealStatistics, GatheredFeatures, KernelInceptionDistance):
     """torchmetrics' KID whose ``subset_size`` is capped by the real and generated counts.
 
     ``feature`` is a feature size or a module with ``num_features``. Real features survive ``reset()``
@@ -16,22 +14,13 @@ class KID(RealStatistics, KernelInceptionDistance):
     """
 
     REAL_STATES = {"features": "real_features"}
+    LIST_STATES = {"real_features": 2048, "fake_features": 2048}
 
     def __init__(self, feature: int | nn.Module = 2048, *args, reset_real_features: bool = False, **kwargs):
         super().__init__(feature, *args, reset_real_features=reset_real_features, **kwargs)
-        self.num_features = int(getattr(self.inception, "num_features", feature))
-
-    def _features(self, name: str) -> Tensor:
-        features = getattr(self, name)
-        return dim_zero_cat(features) if features else torch.empty(0, self.num_features, device=self.device)
-
-    def sync(self, *args, **kwargs) -> None:
-        """Gathers one (n, d) tensor per rank and list, empty where a rank has none (fewer sample batches
-        than ranks): DDP gathers the lists element by element, so their lengths must agree across ranks."""
-        if not self._is_synced:
-            for name in ("real_features", "fake_features"):
-                setattr(self, name, [self._features(name)])
-        super().sync(*args, **kwargs)
+        self.LIST_STATES = dict.fromkeys(
+            self.LIST_STATES, int(getattr(self.inception, "num_features", feature))
+        )
 
     def compute(self) -> tuple[Tensor, Tensor]:
         requested = self.subset_size

@@ -52,6 +52,24 @@ class RealStatistics(Metric):
             setattr(self, name, [] if isinstance(default, list) else default.clone().to(self.device))
 
 
+class GatheredFeatures(Metric):
+    """Mixin for metrics whose states are lists of (n, d) feature tensors (``LIST_STATES``: name -> d) that
+    DDP gathers: ``features(name)`` concatenates them; ``sync`` gathers one tensor per rank and list, empty
+    where a rank drew none (DDP gathers lists element by element, so their lengths must agree)."""
+
+    LIST_STATES: ClassVar[dict[str, int]]
+
+    def features(self, name: str) -> Tensor:
+        value = getattr(self, name)
+        return dim_zero_cat(value) if value else torch.empty(0, self.LIST_STATES[name], device=self.device)
+
+    def sync(self, *args, **kwargs) -> None:
+        if not self._is_synced:
+            for name in self.LIST_STATES:
+                setattr(self, name, [self.features(name)])
+        super().sync(*args, **kwargs)
+
+
 def _tensor(state: Tensor | list[Tensor]) -> Tensor:
     return dim_zero_cat(state) if isinstance(state, list) else state
 

@@ -41,7 +41,7 @@ class SweepSummary(Callback):
             (json.loads(line) for line in jobs_file.read_text().splitlines()), key=lambda r: r["job"]
         )
         (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
-        metric_keys = sorted({k for r in rows for k in r["metrics"]})
+        metric_keys = sorted({k for r in rows for k, v in r["metrics"].items() if not isinstance(v, dict)})
         with open(sweep_dir / "summary.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["job", "status", "overrides", *metric_keys, "error"])

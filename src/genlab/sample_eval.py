@@ -1,0 +1,141 @@
+"""Image metrics of samples from anywhere (a folder of images or an ``.npz``), against a datamodule's split
+or a reference statistics file; and the export of a split's real statistics to such a file.
+
+    python src/eval.py samples=<folder | .npz> data=mnist data.root=<folder>   # against MNIST's val split
+    python src/eval.py samples=<folder | .npz> reference=<stats.npz>
+    python src/eval.py export_reference=<stats.npz> data=mnist data.root=<folder> split=test
+"""
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+
+from genlab.callbacks.image_metrics import ImageMetrics
+from genlab.errors import ConfigError
+from genlab.metrics.inception import to_uint8
+from genlab.metrics.suite import ImageMetricSuite
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+NPZ_KEYS = ("arr_0", "images", "samples")  # openai/guided-diffusion's and genlab's sample.py layouts
+
+
+def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an ``.npz`` (N, H, W[, C])."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ConfigError(f"samples={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        for start in range(0, len(files), batch_size):
+            yield torch.stack([_read_image(f) for f in files[start : start + batch_size]])
+    elif path.suffix == ".npz" and path.is_file():
+        with np.load(path) as data:
+            key = next(
+                (k for k in NPZ_KEYS if k in data.files), data.files[0] if len(data.files) == 1 else None
+            )
+            if key is None:
+                raise ConfigError(f"{path} holds {data.files}: put the images under one of {NPZ_KEYS}.")
+            images = torch.from_numpy(data[key])
+        if images.dtype != torch.uint8 or images.dim() not in (3, 4):
+            raise ConfigError(
+                f"{path}[{key}] is {images.dtype} {tuple(images.shape)}: expected uint8 (N, H, W[, C])."
+            )
+        images = images.unsqueeze(-1) if images.dim() == 3 else images
+        for batch in images.split(batch_size):
+            yield batch.permute(0, 3, 1, 2).expand(-1, 3, -1, -1).contiguous()
+    else:
+        raise ConfigError(f"samples={path} is neither a folder of images nor an .npz file.")
+
+
+def _read_image(file: Path) -> torch.Tensor:
+    with Image.open(file) as image:
+        array = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def build_suite(cfg: DictConfig) -> tuple[ImageMetricSuite, ImageMetrics]:
+    """The metric suite of ``cfg.metrics`` (the callback's settings: weights, options, cache, counts)."""
+    settings: ImageMetrics = instantiate(cfg.metrics, _convert_="all")
+    if not settings.available:
+        raise ConfigError(
+            "No FID Inception weights found: give them with metrics.fid.weights_path=<file> or GENLAB_FID_WEIGHTS."
+        )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ImageMetricSuite(settings.weights_path, settings.options).to(device), settings
+
+
+def real_statistics(cfg: DictConfig, suite: ImageMetricSuite, settings: ImageMetrics) -> str:
+    """Fills the suite's real statistics from ``reference`` or the split of ``data`` (cached on disk);
+    returns where they came from."""
+    if cfg.get("reference"):
+        suite.load_reference(cfg.reference)
+        return f"reference:{cfg.reference}"
+    datamodule = instantiate(cfg.data, _convert_="all")
+    if datamodule.modality != "image":
+        raise ConfigError(f"data={datamodule.name} is not an image dataset.")
+    split = cfg.split
+    key = datamodule.split_id(split)
+    cached = settings.cache.load(key, suite.real_keys) if settings.cache else None
+    if cached is not None:
+        suite.load_real_statistics(cached)
+        return key
+    datamodule.setup("validate" if split == "val" else "test")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    seen = 0
+    for batch in loader:
+        real = (batch[0] if isinstance(batch, (list, tuple)) else batch)[: settings.max_real - seen]
+        suite.update(to_uint8(real).to(suite.fid.device), real=True)
+        seen += len(real)
+        if seen >= settings.max_real:
+            break
+    if settings.cache:
+        settings.cache.save(key, suite.real_statistics())
+    return key
+
+
+def evaluate_samples(cfg: DictConfig) -> dict:
+    """Every enabled image metric of ``cfg.samples`` against the real statistics; returns metrics and protocol."""
+    if not cfg.get("reference") and cfg.get("data") is None:
+        raise ConfigError(
+            "Real statistics needed: give data=<dataset> (and data.root=...) or reference=<stats.npz>."
+        )
+    next(sample_batches(cfg.samples, 1))  # a bad samples path fails before the Inception network loads
+    torch.manual_seed(cfg.seed)  # KID's subsets
+    suite, settings = build_suite(cfg)
+    source = real_statistics(cfg, suite, settings)
+    for batch in sample_batches(cfg.samples, settings.batch_size):
+        suite.update(batch.to(suite.fid.device), real=False)
+    values = {f"{cfg.split}/{name}": float(value) for name, value in suite.compute().items()}
+    protocol = suite.protocol()
+    for entry in protocol.values():
+        entry.update(split=cfg.split, real_statistics=source)
+    return {"samples": str(cfg.samples), **values, "protocol": protocol}
+
+
+def export_reference(cfg: DictConfig) -> dict:
+    """Writes the real statistics of ``data``'s split to ``cfg.export_reference`` (.npz)."""
+    if cfg.get("data") is None:
+        raise ConfigError(
+            "export_reference needs data=<dataset> (and data.root=...): whose statistics to write."
+        )
+    suite, settings = build_suite(cfg)
+    source = real_statistics(cfg, suite, settings)
+    suite.save_reference(cfg.export_reference, source)
+    log.info(
+        "Wrote the real statistics of %s (%d images) to %s",
+        source,
+        suite.fid.real_moments()[2],
+        cfg.export_reference,
+    )
+    return {
+        "reference": str(cfg.export_reference),
+        "source": source,
+        "num_images": suite.fid.real_moments()[2],
+    }

@@ -1,0 +1,177 @@
+"""The evaluation suite: IS, precision/recall and density/coverage equal their references (torch-fidelity,
+prdc) on one Inception pass per image; samples from anywhere and reference statistics files; error bars."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genlab.metrics.fid import FastFID
+from genlab.metrics.inception import to_uint8
+from genlab.metrics.suite import ImageMetricSuite, MetricOptions
+from genlab.pipeline import evaluate, load_run, train
+from tests.conftest import compose_train, quick_run
+from tests.fixed_images import UInt8Set
+
+N = 40
+EVERY = MetricOptions(kid_subset_size=N, isc=True, prc=True, density_coverage=True)
+
+
+@pytest.fixture(scope="module")
+def image_sets(mnist_root):
+    from genlab.data.images import MNISTDataModule
+
+    dm = MNISTDataModule(root=str(mnist_root), resolution=32, channels=1)
+    dm.setup()
+    test = torch.stack([dm.test_set[i] for i in range(2 * N)])
+    fake = to_uint8(test[N:]).clone()
+    fake[: N // 2] = 255 - fake[: N // 2]  # half off the real manifold: precision and coverage below 1
+    return to_uint8(test[:N]), fake
+
+
+@pytest.fixture(scope="module")
+def classifier_weights(fid_weights, tmp_path_factory):
+    """The FID weights with their all-zero classifier layer filled with seeded random values: logits that
+    differ per image, read by genlab and torch-fidelity alike."""
+    state = torch.load(fid_weights, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(state["fc.weight"].shape, generator=generator) * 0.5
+    state["fc.bias"] = torch.randn(state["fc.bias"].shape, generator=generator) * 0.1
+    path = tmp_path_factory.mktemp("weights") / "inception_seeded_classifier.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_every_metric_equals_its_reference_on_one_inception_pass(image_sets, classifier_weights):
+    import prdc
+    import torch_fidelity
+
+    real, fake = image_sets
+    suite = ImageMetricSuite(classifier_weights, EVERY)
+    for images, is_real in ((real[:16], True), (real[16:], True), (fake[:16], False), (fake[16:], False)):
+        suite.update(images, real=is_real)
+    ours = {k: float(v) for k, v in suite.compute().items()}
+    assert suite.extractor.passes == 4, "FID, KID, IS, precision/recall, density/coverage: one pass per batch"
+
+    reference = torch_fidelity.calculate_metrics(
+        input1=UInt8Set(fake.float() / 127.5 - 1),
+        input2=UInt8Set(real.float() / 127.5 - 1),
+        cuda=False,
+        fid=True,
+        isc=True,
+        prc=True,
+        feature_extractor="inception-v3-compat",  # torch-fidelity's own default for prc is VGG16
+        feature_layer_prc="2048",
+        feature_extractor_weights_path=str(classifier_weights),
+        cache=False,
+        verbose=False,
+    )
+    assert reference["inception_score_mean"] > 1.2, "the seeded classifier gives logits that differ per image"
+    for ours_key, ref_key in (
+        ("fid", "frechet_inception_distance"),
+        ("is_mean", "inception_score_mean"),
+        ("is_std", "inception_score_std"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+    ):
+        assert ours[ours_key] == pytest.approx(reference[ref_key], rel=1e-4), ours_key
+
+    expected = prdc.compute_prdc(suite.extractor(real).numpy(), suite.extractor(fake).numpy(), nearest_k=5)
+    assert 0 < expected["coverage"] < 1
+    assert ours["density"] == pytest.approx(expected["density"], rel=1e-6)
+    assert ours["coverage"] == pytest.approx(expected["coverage"], rel=1e-6)
+    assert ours["fid_samples"] == N
+
+
+def test_inception_score_is_refused_with_a_zero_classifier_layer(fid_weights, caplog):
+    with caplog.at_level(logging.WARNING):
+        suite = ImageMetricSuite(fid_weights, MetricOptions(isc=True))
+    assert suite.isc is None
+    (line,) = [r.getMessage() for r in caplog.records if "Inception Score" in r.getMessage()]
+    assert "all zeros" in line and "weights_path" in line
+
+
+class Identity(torch.nn.Module):
+    num_features = 16
+
+    def forward(self, x):
+        return x
+
+
+def test_fid_error_bars_and_extrapolation_to_infinite_samples():
+    """Real and generated features from one Gaussian: FID at N is biased upwards; FID-infinity removes
+    most of that bias, and the bootstrap spread is of the order of the value."""
+    generator = torch.Generator().manual_seed(0)
+    fid = FastFID(feature=Identity(), keep_fake_features=True)
+    fid.update(torch.randn(20_000, 16, generator=generator, dtype=torch.float64), real=True)
+    fid.update(torch.randn(400, 16, generator=generator, dtype=torch.float64), real=False)
+    biased, spread, infinite = float(fid.compute()), float(fid.bootstrap(20)), float(fid.infinity())
+    assert biased > 0.2 and abs(infinite) < 0.5 * biased
+    assert 0.1 * biased < spread < biased
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory, fid_weights):
+    run = tmp_path_factory.mktemp("gan_run")
+    metrics = [f"metrics.fid.weights_path={fid_weights}", "metrics.max_real=24", "metrics.num_samples=16"]
+    metrics += ["metrics.batch_size=8", "metrics.kid.enabled=false"]
+    quick = [a for a in quick_run("gan") if a != "metrics=null"]
+    train(compose_train([*quick, "trainer.max_epochs=1", *metrics], run))  # on digits
+    return run
+
+
+def compose_eval(overrides: list[str], out):
+    return compose_train(overrides, out, config_name="eval")
+
+
+def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan_run, fid_weights, tmp_path):
+    """eval.py samples=<folder of PNGs> on the images a checkpoint's evaluation draws gives its FID;
+    an .npz of them and a reference statistics file (pytorch-fid's mu/sigma) give the same number."""
+    checkpoint = evaluate(compose_eval([f"ckpt_path={gan_run}"], tmp_path / "ckpt"))  # 16 samples, 24 real
+
+    _, state, run_cfg = load_run(str(gan_run))
+    from hydra.utils import instantiate
+
+    model = instantiate(run_cfg.model, _convert_="all")
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    images = torch.cat([model.sample(8, generator=torch.Generator().manual_seed(1234 + b)) for b in range(2)])
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    pixels = to_uint8(images)[:, :1]
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
+    np.savez(tmp_path / "samples.npz", arr_0=pixels.permute(0, 2, 3, 1).numpy())
+
+    common = [
+        f"metrics.fid.weights_path={fid_weights}",
+        "metrics.max_real=24",
+        "metrics.batch_size=8",
+        "image_metrics=default",
+        "metrics.kid.enabled=false",
+        "data=digits",
+    ]
+    from_folder = evaluate(compose_eval([f"samples={folder}", *common], tmp_path / "folder"))
+    assert from_folder["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
+    assert (
+        from_folder["protocol"]["fid"] | {"split": "val", "samples": 16, "real_images": 24}
+        == (from_folder["protocol"]["fid"])
+    )
+
+    stats = tmp_path / "mnist_val.npz"
+    evaluate(compose_eval([f"export_reference={stats}", *common], tmp_path / "export"))
+    with np.load(stats) as data:
+        mu_sigma = tmp_path / "mu_sigma.npz"
+        np.savez(mu_sigma, mu=data["mu"], sigma=data["sigma"])  # pytorch-fid's layout, nothing else
+    reference = [a for a in common if not a.startswith("data")]
+    from_npz = evaluate(
+        compose_eval(
+            [f"samples={tmp_path / 'samples.npz'}", f"reference={mu_sigma}", *reference], tmp_path / "npz"
+        )
+    )
+    assert from_npz["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
+    written = json.loads((tmp_path / "npz" / "metrics.json").read_text())
+    assert written["protocol"]["fid"]["reference"] == str(mu_sigma)
