@@ -2,7 +2,10 @@
 
 (a) genlab, real statistics cached on disk: only the generated images are embedded;
 (b) genlab, cold cache: the real statistics are computed (and cached) too;
-(c) torch-fidelity's standalone ``calculate_metrics`` (no cache), the reference genlab must match.
+(c) torch-fidelity's standalone ``calculate_metrics`` (no cache), the reference genlab must match;
+and the full suite (FID + KID + Inception Score + precision/recall) both ways, cold cache: genlab's
+one Inception pass per image vs torch-fidelity's ``calculate_metrics(fid, kid, isc, prc)`` on the
+Inception network (the FID weights with a seeded classifier layer, so IS is computed, not refused).
 
 genlab runs as in training: its ImageMetrics callback in ``trainer.validate`` (see tests/test_fid.py).
 Real images: MNIST test images (32 px); "generated": the next N test images plus fixed Gaussian noise.
@@ -40,13 +43,17 @@ from tests.fixed_images import FixedSamples, RealImages, torch_fidelity_metrics 
 WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
 
 
+SUITE = {"isc": {"enabled": True}, "prc": {"enabled": True}}  # what torch-fidelity computes too
+
+
 def genlab_eval(
-    real: torch.Tensor, fake: torch.Tensor, cache_dir: Path, batch: int
+    real: torch.Tensor, fake: torch.Tensor, cache_dir: Path, batch: int, weights: Path = WEIGHTS, **metrics
 ) -> tuple[float, dict, int]:
-    """(seconds, metrics, real images embedded) of one ImageMetrics evaluation."""
+    """(seconds, metrics, real images embedded) of one ImageMetrics evaluation (``metrics``: more of them)."""
     start = time.perf_counter()
     callback = ImageMetrics(
-        fid={"weights_path": str(WEIGHTS), "download": False},
+        **metrics,
+        fid={"weights_path": str(weights), "download": False},
         kid={"subset_size": len(fake)},
         num_samples=len(fake),
         max_real=len(real),
@@ -66,10 +73,50 @@ def genlab_eval(
     return time.perf_counter() - start, metrics, callback._real_seen
 
 
-def fidelity_eval(real: torch.Tensor, fake: torch.Tensor, batch: int) -> tuple[float, dict]:
+def fidelity_eval(
+    real: torch.Tensor, fake: torch.Tensor, batch: int, weights: Path = WEIGHTS, **metrics
+) -> tuple[float, dict]:
     start = time.perf_counter()
-    metrics = torch_fidelity_metrics(real, fake, WEIGHTS, batch_size=batch, kid_subset_size=len(fake))
+    metrics = torch_fidelity_metrics(
+        real, fake, weights, batch_size=batch, kid_subset_size=len(fake), **metrics
+    )
     return time.perf_counter() - start, metrics
+
+
+def seeded_classifier_weights(folder: Path) -> Path:
+    """The FID weights with their all-zero classifier layer filled with seeded values (IS is defined)."""
+    state = torch.load(WEIGHTS, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(state["fc.weight"].shape, generator=generator) * 0.5
+    state["fc.bias"] = torch.randn(state["fc.bias"].shape, generator=generator) * 0.1
+    torch.save(state, folder / "inception_seeded_classifier.pth")
+    return folder / "inception_seeded_classifier.pth"
+
+
+def full_suite(real: torch.Tensor, fake: torch.Tensor, batch: int, rounds: int) -> dict:
+    """FID + KID + IS + precision/recall, cold cache: genlab vs torch-fidelity, best of ``rounds``."""
+    reference = {
+        "isc": True,
+        "prc": True,
+        "feature_extractor": "inception-v3-compat",
+        "feature_layer_prc": "2048",
+    }
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        weights = seeded_classifier_weights(Path(folder))
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as cache_dir:
+                ours.append(genlab_eval(real, fake, Path(cache_dir), batch, weights, **SUITE)[:2])
+            theirs.append(fidelity_eval(real, fake, batch, weights, **reference))
+    (our_s, metrics), (ref_s, ref) = min(ours, key=lambda r: r[0]), min(theirs, key=lambda r: r[0])
+    pairs = {"is_mean": "inception_score_mean", "precision": "precision", "recall": "recall"}
+    return {
+        "genlab_seconds": round(our_s, 3),
+        "torch_fidelity_seconds": round(ref_s, 3),
+        "ratio_torch_fidelity_over_genlab": round(ref_s / our_s, 3),
+        **{f"{k}_genlab": round(metrics[f"val/{k}"], 5) for k in pairs},
+        **{f"{k}_torch_fidelity": round(ref[v], 5) for k, v in pairs.items()},
+    }
 
 
 def matrix_sqrt_seconds() -> dict[str, float]:
@@ -121,6 +168,9 @@ def main() -> None:
         ref_times.append(ref_s)
     cold_s, cached_s, ref_s = min(cold_times), min(cached_times), min(ref_times)
     sqrt_s = None if args.quick else matrix_sqrt_seconds()
+    suite = (
+        None if args.quick else full_suite(real, fake, args.batch, rounds=2)
+    )  # parity: tests/test_eval_suite.py
 
     fid, fid_ref = cold["val/fid"], ref["frechet_inception_distance"]
     kid, kid_ref = cold["val/kid_mean"], ref["kernel_inception_distance_mean"]
@@ -142,6 +192,7 @@ def main() -> None:
         "fid_agree_1e-3": fid_rel < 1e-3,
         "kid_genlab": float(f"{kid:.6g}"),
         "kid_torch_fidelity": float(f"{kid_ref:.6g}"),
+        "full_suite": suite,  # FID + KID + IS + precision/recall, cold cache, both sides (not in --quick)
         "device": "cpu",
         "threads": torch.get_num_threads(),
     }
@@ -151,7 +202,12 @@ def main() -> None:
         result,
         f"FID {fid:.3f} (torch-fidelity {fid_ref:.3f}, agree: {result['fid_agree_1e-3']}); "
         f"recompute/cached time {result['ratio_recompute_over_cached']:.2f}, "
-        f"torch-fidelity/genlab recompute time {result['ratio_torch_fidelity_over_genlab_recompute']:.2f}",
+        f"torch-fidelity/genlab recompute time {result['ratio_torch_fidelity_over_genlab_recompute']:.2f}"
+        + (
+            f"; full suite (FID+KID+IS+PRC) torch-fidelity/genlab time {suite['ratio_torch_fidelity_over_genlab']:.2f}"
+            if suite
+            else ""
+        ),
     )
 
 

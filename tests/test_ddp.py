@@ -143,5 +143,5 @@ def test_gpt_ranks_in_sync_and_bleu_perplexity_reduced(tmp_path):
     single = evaluate(tmp_path / "run", "cpu", [], tmp_path / "1")
     ddp = evaluate(tmp_path / "run", "ddp_cpu", [], tmp_path / "2")
     assert single["val/bleu"] > 5, "the model translates: BLEU far from 0 makes the comparison meaningful"
-    for key in ("val/loss", "val/perplexity", "val/bleu"):
+    for key in ("val/loss", "val/perplexity", "val/bleu", "val/chrf"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-5), key

@@ -16,11 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from genlab.families import FAMILIES as REGISTRY
 from tests.conftest import (
@@ -63,6 +65,7 @@ SMALL_FID = [
     "++metrics.batch_size=8",
     "++metrics.every_n_epochs=1",
 ]
+SMALL_SAMPLES = ["metrics.max_real=8", "metrics.batch_size=8"]  # eval.py samples= / export_reference=
 DATA_ROOTS = {  # datamodule -> key of the test folder in its layout
     "MNISTDataModule": "mnist",
     "FashionMNISTDataModule": "fashion_mnist",
@@ -126,7 +129,41 @@ def places(tmp_path_factory, fid_weights) -> dict:
 
         train(compose_train([*args, *small, "callbacks.progress_bar=null"], run))
         runs[family] = run
-    return {"data": data, "runs": runs, "weights": fid_weights}
+    return {
+        "data": data,
+        "runs": runs,
+        "weights": fid_weights,
+        "files": image_files(root / "files", fid_weights),
+    }
+
+
+def image_files(folder: Path, weights: Path) -> dict[str, Path]:
+    """What ``<samples-folder>``, ``<samples.npz>`` and ``<stats.npz>`` stand for: 8 MNIST test images as PNGs
+    and as an .npz, and the statistics of 8 MNIST validation images (written by ``export_reference``)."""
+    from genlab.data.images import MNISTDataModule
+    from genlab.metrics.inception import to_uint8
+    from genlab.pipeline import evaluate
+
+    dm = MNISTDataModule(root=str(DATA), resolution=32, channels=1)
+    dm.setup("test")
+    pixels = to_uint8(torch.stack([dm.test_set[i] for i in range(8)]))[:, 0].numpy()
+    (folder / "samples").mkdir(parents=True)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / "samples" / f"{i}.png")
+    np.savez(folder / "samples.npz", arr_0=pixels)
+    stats = folder / "stats.npz"
+    args = [
+        f"export_reference={stats}",
+        "data=mnist",
+        f"data.root={DATA}",
+        f"metrics.fid.weights_path={weights}",
+    ]
+    evaluate(compose_train([*args, *SMALL_SAMPLES], folder / "export", config_name="eval"))
+    return {
+        "<samples-folder>": folder / "samples",
+        "<samples.npz>": folder / "samples.npz",
+        "<stats.npz>": stats,
+    }
 
 
 def composed(overrides: list[str]) -> DictConfig:
@@ -149,7 +186,10 @@ def point_at_run(arg: str, places: dict) -> str:
 
 
 def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
-    """``data.root`` / ``data.path`` -> the test copy of the dataset the command names."""
+    """``data.root`` / ``data.path`` -> the test copy of the dataset the command names; ``<samples-folder>``,
+    ``<samples.npz>``, ``<stats.npz>`` -> files made here."""
+    for placeholder, path in places["files"].items():
+        arg = arg.replace(placeholder, str(path))
     if arg.startswith("data.root=") and cfg is not None:
         return f"data.root={places['data'][DATA_ROOTS[cfg.data._target_.rsplit('.', 1)[-1]]]}"
     if arg.startswith("data.path="):
@@ -181,6 +221,8 @@ def small_overrides(script: str, args: list[str], cfg: DictConfig | None, family
         extra += ["++callbacks.text_samples.max_new_tokens=4"] if cfg.callbacks.get("text_samples") else []
         extra += ["++hydra.sweeper.n_trials=2"] if any(a.startswith("hparams_search=") for a in args) else []
         return extra
+    if script == "src/eval.py" and any(a.startswith(("samples=", "export_reference=")) for a in args):
+        return SMALL_SAMPLES
     if script == "src/eval.py":
         extra = ["++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]
         if family != "gpt":
@@ -204,10 +246,11 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return
+    family = family_of(args, None)  # of a ``<family-run>`` placeholder, read before it is replaced
     args = [point_at_run(a, places) for a in args]
     cfg = composed(args) if script == "src/train.py" else None
     args = [point_at_test_data(a, cfg, places) for a in args]
-    family = family_of(args, cfg)
+    family = family or family_of(args, cfg)
     small = small_overrides(script, args, cfg, family)
     run, sweep = tmp_path / "run", tmp_path / "sweep"
     argv = [*without(args, small), *small, f"hydra.run.dir={run}", f"hydra.sweep.dir={sweep}"]

@@ -25,7 +25,8 @@ class Reconstructor:
 
 
 class TextGenerator:
-    """Continues token prompts (B, T) -> (B, T + new) tokens; ``temperature=0`` is greedy."""
+    """Continues token prompts (B, T) -> (B, T + new) tokens; ``temperature=0`` is greedy; ``beam_size`` > 1
+    is beam search (deterministic: of the sampling options only ``stop_token`` applies)."""
 
     def generate(
         self,
@@ -36,6 +37,8 @@ class TextGenerator:
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
     ) -> torch.Tensor:
         raise NotImplementedError
 

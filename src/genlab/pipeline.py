@@ -230,6 +230,7 @@ def sample(cfg: DictConfig) -> Path:
 
 def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Generator, out: Path) -> None:
     import numpy as np
+    from PIL import Image
     from torchvision.utils import save_image
 
     from genlab.metrics.inception import to_uint8
@@ -245,28 +246,38 @@ def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Gene
         ]
     )
     save_image(images[: cfg.nrow**2], out / "grid.png", nrow=cfg.nrow, normalize=True, value_range=(-1, 1))
+    pixels = to_uint8(images)[:, : images.shape[1]].permute(0, 2, 3, 1).contiguous()  # the uint8 FID sees
     if cfg.format == "npz":
-        pixels = to_uint8(images)[:, : images.shape[1]]
-        np.savez_compressed(out / "samples.npz", images=pixels.permute(0, 2, 3, 1).numpy())
+        np.savez_compressed(out / "samples.npz", images=pixels.numpy())
         return
     (out / "samples").mkdir(exist_ok=True)
-    for i, image in enumerate(images):
-        save_image(image, out / "samples" / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+    for i, image in enumerate(pixels):
+        Image.fromarray(image.squeeze(-1).numpy()).save(out / "samples" / f"{i:06d}.png")
 
 
 def sample_text(
     cfg: DictConfig, model: TextGenerator, tokenizer, generator: torch.Generator, out: Path
 ) -> None:
-    """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt."""
-    prompt = torch.tensor([tokenizer.encode(cfg.prompt)] * cfg.num_samples, device=model.device)
-    tokens = model.generate(
-        prompt,
-        cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        generator=generator,
-    )
+    """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt; with
+    ``beam_size=k`` the one best continuation of beam search (deterministic, no sampling options)."""
+    prompt = torch.tensor([tokenizer.encode(cfg.prompt)], device=model.device)
+    if cfg.get("beam_size"):
+        length_penalty = cfg.get("length_penalty")
+        if length_penalty is None:  # the checkpoint's model.length_penalty
+            length_penalty = getattr(model, "hparams", {}).get("length_penalty", 1.0)
+        log.info("beam_size=%d: one deterministic continuation (num_samples does not apply)", cfg.beam_size)
+        tokens = model.generate(
+            prompt, cfg.max_new_tokens, beam_size=cfg.beam_size, length_penalty=length_penalty
+        )
+    else:
+        tokens = model.generate(
+            prompt.repeat(cfg.num_samples, 1),
+            cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            generator=generator,
+        )
     texts = [tokenizer.decode(row.tolist()) for row in tokens]
     (out / "samples.txt").write_text("\n\n".join(texts))
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genlab.errors import ConfigError
 from genlab.metrics.inception import InceptionFeatures
 from genlab.metrics.real_stats import GatheredFeatures
 
@@ -29,7 +30,10 @@ class InceptionScore(GatheredFeatures):
         logits = self.features("logits").cpu()
         n = len(logits)
         if n < self.splits:
-            raise ValueError(f"the Inception Score needs at least {self.splits} samples, got {n}")
+            raise ConfigError(
+                f"The Inception Score needs at least {self.splits} samples (its splits), got {n}: raise "
+                "metrics.num_samples or lower metrics.isc.splits."
+            )
         logits = logits[np.random.RandomState(self.seed).permutation(n)].double()
         p, log_p = logits.softmax(dim=1), logits.log_softmax(dim=1)
         scores = []

@@ -12,6 +12,7 @@ The real k-NN radii depend on the real features only: computed once and kept whi
 import torch
 from torch import Tensor
 
+from genlab.errors import ConfigError
 from genlab.metrics.inception import InceptionFeatures
 from genlab.metrics.real_stats import GatheredFeatures, RealStatistics
 
@@ -65,6 +66,12 @@ class PrecisionRecall(RealStatistics, GatheredFeatures):
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self._real_radii: tuple | None = None  # (key of the real features, radii for k_pr, radii for k_dc)
 
+    def reset(self) -> None:
+        """Drops the generated features; the real ones stay (:meth:`reset_real` drops them too)."""
+        real = list(self.real_features)  # Metric.reset() clears the list in place
+        super().reset()
+        self.real_features = real
+
     def update(self, images: Tensor, real: bool) -> None:
         (self.real_features if real else self.fake_features).append(self.extractor(images))
 
@@ -80,7 +87,10 @@ class PrecisionRecall(RealStatistics, GatheredFeatures):
         real, fake = self.features("real_features").cpu(), self.features("fake_features").cpu()
         k = max(self.k_pr * self.precision_recall, self.k_dc * self.density_coverage)
         if min(len(real), len(fake)) <= k:
-            raise ValueError(f"precision/recall need more than k={k} real and generated images")
+            raise ConfigError(
+                f"precision/recall and density/coverage need more than k={k} real and generated images, got "
+                f"{len(real)} and {len(fake)}: raise metrics.num_samples / metrics.max_real, or lower k."
+            )
         real_pr, real_dc = self._radii(real)
         out = {}
         if self.precision_recall:

@@ -126,6 +126,18 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
 
+    def _next_logits(
+        self, idx: torch.Tensor, cache: KVCache | None, use_cache: bool = True
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits (B, vocab) of the token after ``idx`` (B, T) and the cache to continue from: one new
+        position on top of ``cache`` while the window has room, else the last ``block_size`` tokens anew."""
+        if use_cache and cache is not None and cache[0][0].shape[2] < self.block_size:
+            logits, cache = self(idx[:, -1:], cache)
+        else:  # no cache yet, or the window is full: (re)encode the last block_size tokens
+            logits, cache = self(idx[:, -self.block_size :])
+            cache = cache if use_cache and idx.shape[1] < self.block_size else None
+        return logits[:, -1, :], cache
+
     @torch.no_grad()
     def generate(
         self,
@@ -140,20 +152,106 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); temperature 0 is greedy.
 
-        Stops early once every row has produced ``stop_token``.
+        Stops early once every row has produced ``stop_token`` (among the new tokens, not the prompt's).
         """
         cache: KVCache | None = None
+        start = idx.shape[1]
         for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache[0][0].shape[2] < self.block_size:
-                logits, cache = self(idx[:, -1:], cache)
-            else:  # no cache yet, or the window is full: (re)encode the last block_size tokens
-                logits, cache = self(idx[:, -self.block_size :])
-                cache = cache if use_cache and idx.shape[1] < self.block_size else None
-            next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            logits, cache = self._next_logits(idx, cache, use_cache)
+            next_token = sample_next(logits, temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_token], dim=1)
-            if stop_token is not None and (idx[:, -max_new_tokens:] == stop_token).any(dim=1).all():
+            if stop_token is not None and (idx[:, start:] == stop_token).any(dim=1).all():
                 break
         return idx
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        beam_size: int,
+        length_penalty: float = 1.0,
+        stop_token: int | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """The highest-scoring continuation of each prompt of ``idx`` (B, T) found by beam search.
+
+        The ``beam_size`` beams of every prompt are rows of one batch (B * beam_size rows) sharing the KV
+        cache, which is reordered as beams are kept. At each step every beam is extended by every token;
+        of the best ``2 * beam_size`` extensions per prompt, those ending in ``stop_token`` that rank among
+        the first ``beam_size`` become finished hypotheses, and the best ``beam_size`` others stay alive
+        (fairseq's ``SequenceGenerator``). A prompt is done once ``beam_size`` hypotheses have finished;
+        the search stops when every prompt is done or after ``max_new_tokens`` steps, when the beams
+        still alive are finished as they are.
+
+        Hypotheses are ranked by ``sum(log p(y_i | y_<i, prompt)) / |y| ** length_penalty``, where ``|y|``
+        counts the generated tokens including ``stop_token``: fairseq's ``--lenpen`` normalisation
+        (``length_penalty=1``: mean log-probability per token; ``0``: the plain sum of log-probabilities,
+        favouring short outputs). It is not GNMT's ``((5 + |y|) / 6) ** alpha`` (Wu et al. 2016).
+        Alive beams are ranked by their unnormalised sum. ``beam_size=1`` is greedy decoding.
+
+        Returns (B, T + L): each prompt followed by its best hypothesis (its ``stop_token`` included),
+        rows shorter than the longest padded with ``stop_token``.
+        """
+        if beam_size < 1:
+            raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
+        batch, k, vocab = idx.shape[0], beam_size, self.vocab_size
+        if max_new_tokens <= 0:
+            return idx
+        # every prompt's k beams start as copies; all but the first at -inf, so step 1 picks k distinct tokens
+        seqs = idx.repeat_interleave(k, dim=0)  # (B*k, T), prompt b's beams in rows b*k .. b*k+k-1
+        scores = torch.full((batch, k), float("-inf"), device=idx.device)
+        scores[:, 0] = 0.0
+        logits, cache = self._next_logits(idx, None, use_cache)  # the prompts encoded once, not k times
+        logits = logits.repeat_interleave(k, dim=0)
+        cache = (
+            [(key.repeat_interleave(k, 0), v.repeat_interleave(k, 0)) for key, v in cache] if cache else None
+        )
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        offset = torch.arange(batch, device=idx.device)[:, None] * k  # row of each prompt's first beam
+        for step in range(max_new_tokens):
+            if step:
+                logits, cache = self._next_logits(seqs, cache, use_cache)
+            logp = F.log_softmax(logits.float(), dim=-1)  # (B*k, vocab)
+            candidates = (scores.view(-1, 1) + logp).view(batch, k * vocab)
+            top_scores, top = candidates.topk(min(2 * k, k * vocab), dim=1)  # (B, 2k), best first
+            beams, tokens = top // vocab, top % vocab
+            length = step + 1  # generated tokens, the stop token included
+            ends = (
+                tokens == stop_token if stop_token is not None else torch.zeros_like(tokens, dtype=torch.bool)
+            )
+            for b in range(batch):
+                if len(finished[b]) >= k:  # done: its rows still run (batched) but are ignored
+                    continue
+                for rank in ends[b, :k].nonzero().flatten().tolist():
+                    if len(finished[b]) < k and top_scores[b, rank] > float("-inf"):
+                        row = int(offset[b, 0] + beams[b, rank])
+                        hypothesis = [*seqs[row, idx.shape[1] :].tolist(), stop_token]
+                        finished[b].append((float(top_scores[b, rank]) / length**length_penalty, hypothesis))
+            if all(len(f) >= k for f in finished):
+                break
+            # the best k extensions that do not end: a stable sort keeps them in score order
+            alive = (~ends).float().argsort(dim=1, descending=True, stable=True)[:, :k]
+            scores = top_scores.gather(1, alive)
+            rows = (offset + beams.gather(1, alive)).flatten()
+            seqs = torch.cat([seqs[rows], tokens.gather(1, alive).view(-1, 1)], dim=1)
+            if cache is not None:
+                cache = [(key[rows], v[rows]) for key, v in cache]
+            if step + 1 < max_new_tokens:
+                continue
+            for b in range(batch):  # out of steps: the alive beams finish as they are
+                if len(finished[b]) < k:
+                    for beam in range(k):
+                        if scores[b, beam] > float("-inf"):
+                            hypothesis = seqs[b * k + beam, idx.shape[1] :].tolist()
+                            finished[b].append((float(scores[b, beam]) / length**length_penalty, hypothesis))
+        best = [max(f, key=lambda h: h[0])[1] for f in finished]
+        width = max(len(h) for h in best)
+        pad = stop_token if stop_token is not None else 0
+        out = torch.full((batch, width), pad, dtype=idx.dtype, device=idx.device)
+        for b, hypothesis in enumerate(best):
+            out[b, : len(hypothesis)] = torch.tensor(hypothesis, dtype=idx.dtype)
+        return torch.cat([idx, out], dim=1)
 
 
 def sample_next(
