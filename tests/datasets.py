@@ -16,10 +16,17 @@ def write_idx(folder, prefix, images):
         f.write(header + images.astype(np.uint8).tobytes())
 
 
+def write_idx_labels(folder, prefix, labels):
+    header = np.array([2049, len(labels)], dtype=">i4").tobytes()
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(header + np.asarray(labels, dtype=np.uint8).tobytes())
+
+
 def write_fashion_mnist(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 20), ("t10k", 6)):
         write_idx(root / "FashionMNIST" / "raw", prefix, rng.integers(0, 256, (n, 28, 28)))
+        write_idx_labels(root / "FashionMNIST" / "raw", prefix, rng.integers(0, 10, n))
     return root
 
 
@@ -30,9 +37,14 @@ def write_cifar10(root: Path, per_batch: int = 4) -> Path:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(folder / name, "wb") as f:
             pickle.dump(
-                {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": [0] * per_batch},
+                {
+                    "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                    "labels": rng.integers(0, 10, per_batch).tolist(),
+                },
                 f,
             )
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
     return root
 
 
@@ -51,6 +63,21 @@ def write_image_folder(root: Path, per_folder: int = 3) -> Path:
         for i in range(per_folder):
             Image.new("RGB", (50, 40), (255 * (i % 2), 10, 200)).save(root / sub / f"{i}.png")
     return root
+
+
+def copy_task(root: Path) -> list[str]:
+    """Overrides of a tiny GPT on :func:`write_copy_corpus` (written to ``root``): learns it in a few epochs."""
+    return [
+        "data=parallel",
+        f"data.root={write_copy_corpus(root)}",
+        "data.vocab_size=300",
+        "data.block_size=24",
+        "data.batch_size=32",
+        "model.net.n_embd=64",
+        "model.net.dropout=0",
+        "model.lr=3e-3",
+        "model.warmup_steps=20",
+    ]
 
 
 def write_copy_corpus(root: Path) -> Path:

@@ -14,7 +14,7 @@ from genlab.models.sacrebleu_metrics import SacreMetric, sacre_bleu, sacre_chrf
 from genlab.nets.gpt import GPT
 from genlab.pipeline import load_run, train
 from tests.conftest import TINY_GPT, compose_train, run_script
-from tests.datasets import write_copy_corpus
+from tests.datasets import copy_task
 
 VOCAB, STOP = 50, 3
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny networks: one thread is as fast, and robust to a busy machine
@@ -141,22 +141,13 @@ def translation_run(tmp_path_factory) -> dict:
     """A tiny GPT trained for 2 epochs on the toy copy corpus (as tests/test_entry_points.py), with BLEU of
     all 41 val pairs; the (hypotheses, references) scored at each evaluation are recorded."""
     root = tmp_path_factory.mktemp("beam")
-    corpus = write_copy_corpus(root / "corpus")
     overrides = [
         "model=gpt",
         *TINY_GPT,
         "trainer=cpu",
         "callbacks.progress_bar=null",
         "callbacks.text_samples=null",
-        "data=parallel",
-        f"data.root={corpus}",
-        "data.vocab_size=300",
-        "data.block_size=24",
-        "data.batch_size=32",
-        "model.net.n_embd=64",
-        "model.net.dropout=0",
-        "model.lr=3e-3",
-        "model.warmup_steps=20",
+        *copy_task(root / "corpus"),
         "model.bleu_samples=-1",
         "model.bleu_max_new_tokens=12",
         "trainer.max_epochs=2",
@@ -175,7 +166,7 @@ def translation_run(tmp_path_factory) -> dict:
         train(compose_train(overrides, root / "run"))
     finally:
         SacreMetric.update = update
-    return {"run": root / "run", "corpus": corpus, "scored": scored}
+    return {"run": root / "run", "scored": scored}
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from genlab.families import FAMILIES, IMAGE_FAMILIES
 from tests.conftest import QUICK, SMALL, run_script
-from tests.datasets import write_copy_corpus
+from tests.datasets import copy_task
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +86,7 @@ def test_only_rank_zero_writes(gan_runs):
 def test_fid_kid_under_ddp_equal_single_process(gan_runs, tmp_path):
     # 32 samples and 32 real images: KID's subset is then the whole set, so it is deterministic too.
     args = ["num_samples=32", "+overrides.metrics.max_real=32", "+overrides.metrics.batch_size=8"]
+    args += ["+overrides.metrics.prc.enabled=true", "+overrides.metrics.density_coverage.enabled=true"]
     single = evaluate(
         gan_runs / "ddp", "cpu", [*args, f"+overrides.metrics.cache_dir={tmp_path / 'c1'}"], tmp_path / "1"
     )
@@ -97,6 +98,8 @@ def test_fid_kid_under_ddp_equal_single_process(gan_runs, tmp_path):
     )
     assert ddp["val/fid"] == pytest.approx(single["val/fid"], rel=1e-4)
     assert ddp["val/kid_mean"] == pytest.approx(single["val/kid_mean"], rel=1e-4, abs=1e-6)
+    for key in ("val/precision", "val/recall", "val/density", "val/coverage"):  # gathered features
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
 
 
 # ---- every image family but the GAN (its own tests above) ----
@@ -121,17 +124,9 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
 def test_gpt_ranks_in_sync_and_bleu_perplexity_reduced(tmp_path):
     args = [
         "model=gpt",
-        "data=parallel",
-        f"data.root={write_copy_corpus(tmp_path / 'corpus')}",
-        "data.vocab_size=300",
-        "data.block_size=24",
-        "data.batch_size=32",
+        *copy_task(tmp_path / "corpus"),
         "model.net.n_layer=2",
         "model.net.n_head=2",
-        "model.net.n_embd=64",
-        "model.net.dropout=0",
-        "model.lr=3e-3",
-        "model.warmup_steps=20",
         "model.bleu_samples=41",
         "model.bleu_max_new_tokens=12",
         "trainer.max_epochs=4",

@@ -10,7 +10,7 @@ import torch
 
 from genlab.pipeline import train
 from tests.conftest import QUICK, ROOT, TINY_GPT, assert_user_error, compose_train, run_script
-from tests.datasets import write_copy_corpus
+from tests.datasets import copy_task, write_copy_corpus
 
 pytestmark = pytest.mark.slow
 TEXT = [
@@ -26,21 +26,12 @@ TEXT = [
 def runs(tmp_path_factory) -> dict[str, Path]:
     """A GAN on digits, a GPT on text_docs and a GPT translating a toy parallel corpus."""
     root = tmp_path_factory.mktemp("entry_points")
-    corpus = write_copy_corpus(root / "corpus")
     args = {
         "image": QUICK,
         "text": [*TEXT, "data=text_docs", "trainer.max_epochs=1", "+trainer.limit_train_batches=4"],
         "parallel": [  # as tests/test_ddp.py: learns the copy task in a few epochs
             *TEXT,
-            "data=parallel",
-            f"data.root={corpus}",
-            "data.vocab_size=300",
-            "data.block_size=24",
-            "data.batch_size=32",
-            "model.net.n_embd=64",
-            "model.net.dropout=0",
-            "model.lr=3e-3",
-            "model.warmup_steps=20",
+            *copy_task(root / "corpus"),
             "trainer.max_epochs=4",
         ],
     }

@@ -27,23 +27,33 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class UInt8Images(Dataset):
-    """uint8 (N, C, R, R) tensor -> float images in [-1, 1]."""
+    """uint8 (N, C, R, R) tensor -> float images in [-1, 1]; with ``labels`` (N,), (image, label) pairs."""
 
-    def __init__(self, images: torch.Tensor):
-        self.images = images
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].float().div_(127.5).sub_(1.0)
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i].float().div_(127.5).sub_(1.0)
+        return image if self.labels is None else (image, self.labels[i])
 
 
 class ImageFiles(Dataset):
-    """Image files decoded on access, converted to ``channels``, center-cropped and resized."""
+    """Image files decoded on access, converted to ``channels``, center-cropped and resized; with ``labels``
+    (one per file), (image, label) pairs."""
 
-    def __init__(self, files: list[Path], channels: int, resolution: int, crop: int | None = None):
+    def __init__(
+        self,
+        files: list[Path],
+        channels: int,
+        resolution: int,
+        crop: int | None = None,
+        labels: list[int] | None = None,
+    ):
         self.files = files
+        self.labels = torch.tensor(labels) if labels is not None else None
         self.mode = "L" if channels == 1 else "RGB"
         self.transform = transforms.Compose(
             [
@@ -57,9 +67,10 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         with Image.open(self.files[i]) as img:
-            return self.transform(img.convert(self.mode))
+            image = self.transform(img.convert(self.mode))
+        return image if self.labels is None else (image, self.labels[i])
 
 
 def _center_square(img: Image.Image) -> Image.Image:
@@ -88,6 +99,9 @@ class ImageDataModule(GenlabDataModule):
 
     Without an official test set, ``val_fraction`` (and ``test_fraction`` when > 0) of the images are
     carved, disjoint, from one permutation seeded by ``seed``: val first, then test, the rest trains.
+
+    ``labels=true`` yields (image, class index) pairs from datasets that have labels; their
+    :attr:`class_names` and ``num_classes`` (:meth:`model_inputs`) reach the model through the pipeline.
     """
 
     name = "images"
@@ -107,6 +121,7 @@ class ImageDataModule(GenlabDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
         seed: int = 0,
+        labels: bool = False,
     ):
         super().__init__()
         if batch_size <= 0:
@@ -126,6 +141,8 @@ class ImageDataModule(GenlabDataModule):
         self.resolution, self.channels = resolution, channels
         self.batch_size, self.download = batch_size, download
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.labels = labels
+        self.class_names: list[str] | None = None  # set by load_splits when labels are read
         self.num_workers = self.default_workers if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
@@ -149,6 +166,18 @@ class ImageDataModule(GenlabDataModule):
             selection += [self.seed, self.val_fraction, self.test_fraction]
         digest = hashlib.sha256(repr(selection).encode()).hexdigest()[:8]
         return f"{self.name}-{split}{len(dataset)}-{self.channels}x{self.resolution}px-{digest}"
+
+    def model_inputs(self) -> dict:
+        """``{"num_classes": n}`` when the data yields labels (a conditional model's class count)."""
+        if not self.labels:
+            return {}
+        self.setup()
+        return {"num_classes": len(self.class_names)}
+
+    def _unlabelled(self, why: str) -> ConfigError:
+        return ConfigError(
+            f"data={self.name} has no labels ({why}): set data.labels=false, or use labelled data."
+        )
 
     def _is_official(self, split: str) -> bool:
         """Whether ``split`` is read as shipped (not carved by seed and fractions)."""
@@ -221,9 +250,12 @@ class DigitsDataModule(ImageDataModule):
     def load_splits(self):
         from sklearn.datasets import load_digits
 
-        images = torch.from_numpy(load_digits().images).float().mul(255 / 16).round().to(torch.uint8)
+        digits = load_digits()
+        images = torch.from_numpy(digits.images).float().mul(255 / 16).round().to(torch.uint8)
         images = resize_uint8(images[:, None], self.channels, self.resolution)
-        return self._carve(UInt8Images(images))
+        self.class_names = [str(c) for c in digits.target_names]
+        labels = torch.from_numpy(digits.target).long() if self.labels else None
+        return self._carve(UInt8Images(images, labels))
 
 
 class MNISTDataModule(ImageDataModule):
@@ -235,6 +267,7 @@ class MNISTDataModule(ImageDataModule):
     name = "mnist"
     folder = "MNIST"
     official_test = True
+    classes = [str(digit) for digit in range(10)]
 
     def load_splits(self):
         raw = (
@@ -254,14 +287,37 @@ class MNISTDataModule(ImageDataModule):
                     f"data.root to the folder containing {self.folder}/, or data.download=true when online."
                 )
             images = torch.from_numpy(_read_idx_images(path))[:, None]
-            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
+            labels = self._read_labels(raw, prefix, len(images)) if self.labels else None
+            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution), labels))
+        self.class_names = list(self.classes)
         train, val, _ = self._carve(splits[0])
         return train, val, splits[1]
+
+    def _read_labels(self, raw: Path, prefix: str, count: int) -> torch.Tensor:
+        path = _idx_file(raw, f"{prefix}-labels-idx1-ubyte")
+        if path is None:
+            raise self._unlabelled(f"no {raw}/{prefix}-labels-idx1-ubyte[.gz]")
+        labels = torch.from_numpy(_read_idx(path, magic=2049)).long()
+        if len(labels) != count:
+            raise DatasetNotFoundError(f"{path} holds {len(labels)} labels for {count} images.")
+        return labels
 
 
 class FashionMNISTDataModule(MNISTDataModule):
     name = "fashion_mnist"
     folder = "FashionMNIST"
+    classes = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
@@ -272,15 +328,23 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
 
 
 def _read_idx_images(path: Path) -> np.ndarray:
+    return _read_idx(path, magic=2051)
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array of an idx file: images (magic 2051, N x rows x cols) or labels (2049, N)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
-    magic, n, rows, cols = np.frombuffer(data[:16], dtype=">i4")
-    if magic != 2051 or len(data) != 16 + n * rows * cols:
+    dims = magic - 2048  # the idx magic's low byte is the number of dimensions
+    header = np.frombuffer(data[: 4 * (1 + dims)], dtype=">i4")
+    shape = tuple(int(d) for d in header[1:])
+    if header[0] != magic or len(data) != 4 * (1 + dims) + int(np.prod(shape)):
+        kind = "image" if dims == 3 else "label"
         raise DatasetNotFoundError(
-            f"{path} is not a valid idx3 image file (magic {magic}, {len(data)} bytes)."
+            f"{path} is not a valid idx {kind} file (magic {header[0]}, {len(data)} bytes)."
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 * (1 + dims)).reshape(shape).copy()
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -308,21 +372,40 @@ class CIFAR10DataModule(ImageDataModule):
                     f"CIFAR-10 not found: {folder} lacks {missing}. Expected torchvision's layout "
                     "<data.root>/cifar-10-batches-py/ (python pickles); set data.root, or data.download=true."
                 )
-            arrays = [_read_cifar_batch(folder / f) for f in files]
-            images = torch.from_numpy(np.concatenate(arrays)).view(-1, 3, 32, 32)
-            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution)))
+            batches = [_read_cifar_batch(folder / f) for f in files]
+            images = torch.from_numpy(np.concatenate([b["data"] for b in batches])).view(-1, 3, 32, 32)
+            labels = torch.tensor([y for b in batches for y in b["labels"]]) if self.labels else None
+            splits.append(UInt8Images(resize_uint8(images, self.channels, self.resolution), labels))
+        self.class_names = _cifar_classes(folder)
         train, val, _ = self._carve(splits[0])
         return train, val, splits[1]
 
 
-def _read_cifar_batch(path: Path) -> np.ndarray:
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _cifar_classes(folder: Path) -> list[str]:
+    """The class names of ``batches.meta`` (the official order), else CIFAR-10's."""
+    meta = folder / "batches.meta"
+    if not meta.is_file():
+        return list(CIFAR10_CLASSES)
+    with open(meta, "rb") as f:
+        return list(pickle.load(f, encoding="latin1")["label_names"])
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    """``data`` (N, 3072) uint8 and ``labels`` of one batch file (the official CIFAR-10 python format)."""
     with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="latin1")  # the official CIFAR-10 python format
-    return np.asarray(batch["data"], dtype=np.uint8)
+        batch = pickle.load(f, encoding="latin1")
+    return {"data": np.asarray(batch["data"], dtype=np.uint8), "labels": list(batch["labels"])}
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Any folder of images (searched recursively), carved by ``val_fraction`` and ``test_fraction``."""
+    """Any folder of images (searched recursively), carved by ``val_fraction`` and ``test_fraction``.
+
+    With ``labels=true`` the folder has torchvision's ImageFolder layout: one subfolder per class
+    (``<root>/<class>/**/*.png``), classes in sorted order.
+    """
 
     name = "image_folder"
     default_workers = min(4, os.cpu_count() or 1)
@@ -334,7 +417,17 @@ class ImageFolderDataModule(ImageDataModule):
     def load_splits(self):
         folder = self._require_root("<root>/**/*.{jpg,png,...}")
         files = list_images(folder, f"data={self.name} expects image files under {folder}")
-        return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
+        labels = None
+        if self.labels:
+            outside = [f for f in files if f.parent == folder]
+            if outside:
+                raise self._unlabelled(
+                    f"{len(outside)} images lie in {folder} itself, not in a class subfolder"
+                )
+            self.class_names = sorted({f.relative_to(folder).parts[0] for f in files})
+            index = {name: i for i, name in enumerate(self.class_names)}
+            labels = [index[f.relative_to(folder).parts[0]] for f in files]
+        return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop, labels))
 
 
 def list_images(folder: Path, expectation: str) -> list[Path]:
@@ -380,6 +473,8 @@ class CelebADataModule(ImageFolderDataModule):
         return self._partition() is not None
 
     def load_splits(self):
+        if self.labels:
+            raise self._unlabelled("identity and attribute files are not read")
         candidates = self._candidates()
         folder = next((c for c in candidates if c.is_dir()), None)
         if folder is None:

@@ -1,8 +1,8 @@
-"""Inception Score (Salimans et al. 2016) as torch-fidelity computes it: softmax of the 1008
-``logits_unbiased`` of the FID Inception network, samples shuffled with a fixed seed, 10 splits,
-exp(mean KL(p(y|x) || p(y))) per split, reported as mean and standard deviation over the splits."""
+"""Inception Score (Salimans et al. 2016) by torch-fidelity's own function, on logits this metric collects
+from the shared Inception pass: softmax of the 1008 ``logits_unbiased``, samples shuffled with a fixed seed,
+10 splits, exp(mean KL(p(y|x) || p(y))) per split, mean and standard deviation over the splits.
+(torchmetrics' ``InceptionScore`` shuffles with the global RNG: not torch-fidelity's number.)"""
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,19 +27,15 @@ class InceptionScore(GatheredFeatures):
             self.logits.append(self.extractor.logits(images))
 
     def compute(self) -> tuple[Tensor, Tensor]:
+        from torch_fidelity.metric_isc import isc_features_to_metric
+
         logits = self.features("logits").cpu()
-        n = len(logits)
-        if n < self.splits:
+        if len(logits) < self.splits:
             raise ConfigError(
-                f"The Inception Score needs at least {self.splits} samples (its splits), got {n}: raise "
+                f"The Inception Score needs at least {self.splits} samples (its splits), got {len(logits)}: raise "
                 "metrics.num_samples or lower metrics.isc.splits."
             )
-        logits = logits[np.random.RandomState(self.seed).permutation(n)].double()
-        p, log_p = logits.softmax(dim=1), logits.log_softmax(dim=1)
-        scores = []
-        for i in range(self.splits):
-            part = slice(i * n // self.splits, (i + 1) * n // self.splits)
-            marginal = p[part].mean(dim=0, keepdim=True)
-            scores.append((p[part] * (log_p[part] - marginal.log())).sum(dim=1).mean().exp())
-        scores = torch.stack(scores)
-        return scores.mean(), scores.std(unbiased=False)
+        score = isc_features_to_metric(
+            logits, self.splits, shuffle=True, rng_seed=self.seed
+        )  # torch-fidelity's
+        return torch.tensor(score["inception_score_mean"]), torch.tensor(score["inception_score_std"])
