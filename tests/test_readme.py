@@ -117,7 +117,8 @@ def places(tmp_path_factory, fid_weights) -> dict:
     run_args = {
         "gan": ["model=gan"],
         "vae": ["model=vae"],
-        "diffusion": ["model=diffusion", "model.timesteps=50", "data.resolution=16"],  # sampler=ddpm: T steps
+        # sampler=ddpm: T steps; labelled data, so class-conditional (per_class=, labels=, guidance=)
+        "diffusion": ["model=diffusion", "model.timesteps=50", "data.resolution=16", "data.labels=true"],
         "gpt": ["model=gpt", "data=text_file", f"data.path={DATA / 'tinyshakespeare' / 'input.txt'}"],
     }
     runs = {}

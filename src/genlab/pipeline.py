@@ -53,6 +53,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if cfg.get("test"):
         check_test_split(datamodule)
     fill_model_inputs(cfg, datamodule)
+    check_conditioning(cfg, datamodule)
     model = instantiate(cfg.model, _convert_="all")
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
@@ -111,6 +112,15 @@ def fill_model_inputs(cfg: DictConfig, datamodule: GenlabDataModule) -> None:
                     pending.append(child)
                 elif key in inputs and child._value() is None:
                     node[key] = inputs[key]
+
+
+def check_conditioning(cfg: DictConfig, datamodule: GenlabDataModule) -> None:
+    """A class-conditional model (``model.num_classes`` set) needs data that yields labels."""
+    if cfg.model.get("num_classes") and "num_classes" not in datamodule.model_inputs():
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} makes the model class-conditional, but data={datamodule.name} "
+            "yields no labels: add data.labels=true (labelled data), or leave model.num_classes unset."
+        )
 
 
 def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
@@ -235,17 +245,35 @@ def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Gene
 
     from genlab.metrics.inception import to_uint8
 
-    options = {k: cfg[k] for k in ("sampler", "steps") if cfg.get(k) is not None}
-    if unknown := [k for k in options if k not in model.sample_options]:
+    asked = [k for k in ("sampler", "steps", "guidance", "labels", "per_class") if cfg.get(k) is not None]
+    if unknown := [k for k in asked if k not in model.sample_options]:
         takes = ", ".join(model.sample_options) or "no sampling options"
         raise ConfigError(f"{unknown} do not apply to {type(model).__name__}: it takes {takes}.")
-    images = torch.cat(
-        [
-            model.sample(min(cfg.batch_size, cfg.num_samples - start), generator=generator, **options).cpu()
-            for start in range(0, cfg.num_samples, cfg.batch_size)
-        ]
-    )
-    save_image(images[: cfg.nrow**2], out / "grid.png", nrow=cfg.nrow, normalize=True, value_range=(-1, 1))
+    options = {k: cfg[k] for k in asked if k in ("sampler", "steps", "guidance")}
+    num, nrow, labels = cfg.num_samples, cfg.nrow, None
+    if "labels" in asked or "per_class" in asked:
+        classes = model.hparams.get("num_classes")
+        if not classes:
+            raise ConfigError(
+                f"This {type(model).__name__} is unconditional (trained without data.labels=true): "
+                "labels and per_class do not apply."
+            )
+        if cfg.get("per_class"):
+            labels = torch.arange(classes).repeat_interleave(cfg.per_class)
+            num, nrow = len(labels), cfg.per_class  # one grid row per class
+        else:
+            labels = torch.tensor(list(cfg.labels)).repeat(-(-num // len(cfg.labels)))[:num]
+    batches = []
+    for start in range(0, num, cfg.batch_size):
+        size = min(cfg.batch_size, num - start)
+        if labels is not None:
+            options["labels"] = labels[start : start + size]
+        batches.append(model.sample(size, generator=generator, **options).cpu())
+    images = torch.cat(batches)
+    rows = images if cfg.get("per_class") else images[: nrow**2]
+    save_image(rows, out / "grid.png", nrow=nrow, normalize=True, value_range=(-1, 1))
+    if labels is not None:  # sample i shows class labels[i]
+        (out / "labels.txt").write_text("".join(f"{label}\n" for label in labels.tolist()))
     pixels = to_uint8(images)[:, : images.shape[1]].permute(0, 2, 3, 1).contiguous()  # the uint8 FID sees
     if cfg.format == "npz":
         np.savez_compressed(out / "samples.npz", images=pixels.numpy())

@@ -1,5 +1,7 @@
-"""Diffusion building blocks: the noise process (:mod:`.schedule`) and the samplers (:mod:`.samplers`)."""
+"""Diffusion building blocks: the noise process (:mod:`.schedule`), the samplers (:mod:`.samplers`) and
+classifier-free guidance (:mod:`.guidance`)."""
 
+from genlab.diffusion.guidance import Guided, drop_labels
 from genlab.diffusion.samplers import DDIM, DDPM, SAMPLERS, DPMSolverPP2M, Sampler, make_sampler, sample_loop
 from genlab.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule, beta_schedule
 
@@ -10,9 +12,11 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULES",
     "DPMSolverPP2M",
+    "Guided",
     "NoiseSchedule",
     "Sampler",
     "beta_schedule",
+    "drop_labels",
     "make_sampler",
     "sample_loop",
 ]

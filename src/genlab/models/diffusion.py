@@ -2,14 +2,24 @@
 
 The noise process and the eps / v parametrisation live in :mod:`genlab.diffusion.schedule`, the
 samplers in :mod:`genlab.diffusion.samplers`. Sampling and validation use the EMA network when
-``ema_decay`` is set.
+``ema_decay`` is set. With ``num_classes`` (filled from labelled data: ``data.labels=true``) the model is
+class-conditional with classifier-free guidance (:mod:`genlab.diffusion.guidance`): labels dropped with
+probability ``cond_drop_prob`` in training, ``guidance`` the scale at sampling.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.diffusion import PREDICTIONS, SAMPLERS, NoiseSchedule, make_sampler, sample_loop
+from genlab.diffusion import (
+    PREDICTIONS,
+    SAMPLERS,
+    Guided,
+    NoiseSchedule,
+    drop_labels,
+    make_sampler,
+    sample_loop,
+)
 from genlab.errors import ConfigError
 from genlab.interfaces import ImageGenerator, reject_conditions
 from genlab.models import GenerativeModel, OptimizerFactory
@@ -17,7 +27,7 @@ from genlab.models import GenerativeModel, OptimizerFactory
 
 class Diffusion(GenerativeModel, ImageGenerator):
     fallback_metric = "val/loss"
-    sample_options = ("sampler", "steps")  # sample.py's sampler= and steps=
+    sample_options = ("sampler", "steps", "labels", "per_class", "guidance")  # sample.py's options
 
     def __init__(
         self,
@@ -32,9 +42,14 @@ class Diffusion(GenerativeModel, ImageGenerator):
         ema_decay: float | None = 0.9999,
         sampler: str = "ddim",
         sample_steps: int = 50,
+        num_classes: int | None = None,
+        cond_drop_prob: float = 0.1,
+        guidance: float = 2.0,
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(optimizer)
+        if num_classes is not None and getattr(net, "num_classes", None) != num_classes:
+            raise ConfigError(f"model.net.num_classes must equal model.num_classes ({num_classes})")
         if prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction must be 'eps' or 'v', got {prediction!r}")
         if sampler not in SAMPLERS:
@@ -45,13 +60,22 @@ class Diffusion(GenerativeModel, ImageGenerator):
         self.schedule = NoiseSchedule(schedule, timesteps)
 
     # ---- the forward process (genlab.diffusion.schedule) and the training objective ----
+    @property
+    def conditional(self) -> bool:
+        return self.hparams.num_classes is not None
+
     def loss(
-        self, net: nn.Module, x0: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        net: nn.Module,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b = x0.shape[0]
         t = torch.randint(0, self.hparams.timesteps, (b,), generator=generator).to(self.device)
         noise = torch.randn(x0.shape, generator=generator).to(self.device, x0.dtype)
-        prediction = net(self.schedule.add_noise(x0, noise, t), t)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        prediction = net(x_t, t, labels) if self.conditional else net(x_t, t)
         target = self.schedule.target(x0, noise, t, self.hparams.prediction)
         return F.mse_loss(prediction.float(), target.float())
 
@@ -67,20 +91,49 @@ class Diffusion(GenerativeModel, ImageGenerator):
         generator: torch.Generator | None = None,
         sampler: str | None = None,
         steps: int | None = None,
+        labels: torch.Tensor | list[int] | None = None,
+        guidance: float | None = None,
         **conditions,
     ) -> torch.Tensor:
         """``num`` images in [-1, 1] from ``sampler`` (default ``model.sampler``) over ``steps`` (default
-        ``model.sample_steps``; ``ddpm`` always takes all T)."""
-        reject_conditions(self, conditions)
+        ``model.sample_steps``; ``ddpm`` always takes all T). A conditional model draws class ``labels``
+        (default: uniform from ``generator``) at guidance scale ``guidance`` (default ``model.guidance``)."""
+        given = {
+            k: v for k, v in {"labels": labels, "guidance": guidance, **conditions}.items() if v is not None
+        }
+        if not self.conditional:
+            reject_conditions(self, given)
+        elif conditions:
+            raise ConfigError(f"A conditional Diffusion takes labels and guidance, not {sorted(conditions)}.")
         net = self.sampling_net
+        shape = (num, net.channels, net.resolution, net.resolution)
+        if self.conditional:
+            if labels is None:
+                labels = torch.randint(self.hparams.num_classes, (num,), generator=generator)
+            labels = torch.as_tensor(labels, dtype=torch.long).to(self.device)
+            if labels.shape != (num,) or labels.min() < 0 or labels.max() >= self.hparams.num_classes:
+                raise ConfigError(
+                    f"labels must be {num} classes in [0, {self.hparams.num_classes}), got {labels.tolist()}"
+                )
+            net = Guided(net, labels, self.hparams.guidance if guidance is None else guidance)
         solver = make_sampler(sampler or self.hparams.sampler, self.schedule, self.hparams.prediction)
         steps = self.hparams.sample_steps if steps is None else steps
-        shape = (num, net.channels, net.resolution, net.resolution)
         return sample_loop(net, solver, shape, steps, generator, self.device)
 
     # ---- training ----
+    def labels(self, batch) -> torch.Tensor | None:
+        """The batch's class labels for a conditional model (None for an unconditional one)."""
+        if not self.conditional:
+            return None
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ConfigError("model.num_classes is set but the data yields no labels: set data.labels=true.")
+        return batch[1]
+
     def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
-        loss = self.loss(self.net, self.inputs(batch))
+        labels = self.labels(batch)
+        if labels is not None:
+            labels = drop_labels(labels, self.net.null_label, self.hparams.cond_drop_prob)
+        loss = self.loss(self.net, self.inputs(batch), labels=labels)
         return loss, {"loss": loss}
 
     def update_averages(self) -> None:
@@ -90,5 +143,5 @@ class Diffusion(GenerativeModel, ImageGenerator):
     def validation_step(self, batch, batch_idx: int) -> None:
         # Fixed timesteps and noise per batch: validation losses are comparable across epochs.
         generator = torch.Generator().manual_seed(10_000 + batch_idx)
-        loss = self.loss(self.sampling_net, self.inputs(batch), generator)
+        loss = self.loss(self.sampling_net, self.inputs(batch), generator, self.labels(batch))
         self.log(f"{self.eval_prefix}/loss", loss, prog_bar=True, sync_dist=True)

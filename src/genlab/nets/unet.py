@@ -59,10 +59,12 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps- or v-prediction network: (x_t, t) -> tensor shaped like x_t.
+    """eps- or v-prediction network: (x_t, t[, labels]) -> tensor shaped like x_t.
 
     ``channel_mults`` sets the width per resolution level (each level halves the resolution);
-    attention is used at the resolutions listed in ``attention_resolutions``.
+    attention is used at the resolutions listed in ``attention_resolutions``. With ``num_classes`` a
+    class embedding is added to the time embedding; label ``num_classes`` (:attr:`null_label`, also used
+    for ``labels=None``) is the learned "no class" of classifier-free guidance.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class UNet(nn.Module):
         num_res_blocks: int = 2,
         attention_resolutions: tuple[int, ...] = (16,),
         dropout: float = 0.1,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mults) - 1):
@@ -84,6 +87,8 @@ class UNet(nn.Module):
         t_dim = 4 * width
         self.width = width
         self.t_mlp = nn.Sequential(nn.Linear(width, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.num_classes = num_classes
+        self.class_emb = nn.Embedding(num_classes + 1, t_dim) if num_classes else None
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -129,8 +134,16 @@ class UNet(nn.Module):
             return block[1](h) if len(block) > 1 else h
         return block(h)  # down/up-sampling
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def null_label(self) -> int | None:
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         t_emb = self.t_mlp(timestep_embedding(t, self.width))
+        if self.class_emb is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            t_emb = t_emb + self.class_emb(labels)
         h = self.stem(x)
         skips = [h]
         for block in self.down:
