@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--family", choices=list(FAMILIES), help="one family (default: all)")
     parser.add_argument("--data", default=str(SHAKESPEARE), help="tiny shakespeare input.txt (gpt)")
     args = parser.parse_args()
-    warmup, steps, rounds = (3, 10, 2) if args.quick else (5, 40, 5)
+    warmup, steps, rounds = (3, 10, 1) if args.quick else (5, 40, 5)
     families = [args.family] if args.family else list(FAMILIES)
     result: dict[str, Any] = {
         "warmup_batches": warmup,

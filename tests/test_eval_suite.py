@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genlab.metrics.fid import FastFID
+from genlab.metrics.fid import FastFID, frechet_distance
 from genlab.metrics.inception import to_uint8
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
 from genlab.pipeline import evaluate, load_run, train
@@ -112,6 +112,10 @@ def test_fid_error_bars_and_extrapolation_to_infinite_samples():
     fid.update(torch.randn(20_000, 16, generator=generator, dtype=torch.float64), real=True)
     fid.update(torch.randn(400, 16, generator=generator, dtype=torch.float64), real=False)
     biased, spread, infinite = float(fid.compute()), float(fid.bootstrap(20)), float(fid.infinity())
+    few = fid.features("fake_features")[:10]  # fewer samples than dimensions: the n x n Gram path
+    full = frechet_distance(*fid._real(), few.mean(dim=0), torch.cov(few.T))
+    assert fid._fid_of(few) == pytest.approx(float(full), rel=1e-7)
+    assert fid._fid_of(fid.features("fake_features")) == pytest.approx(biased, rel=1e-6)
     assert biased > 0.2 and abs(infinite) < 0.5 * biased
     assert 0.1 * biased < spread < biased
 

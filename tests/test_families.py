@@ -17,7 +17,7 @@ from genlab.nets.flow import CouplingFlow
 from genlab.nets.unet import UNet
 from genlab.nets.vae import Decoder, Encoder
 from genlab.pipeline import train
-from tests.conftest import QUICK, SMALL, compose_train, run_script
+from tests.conftest import QUICK, SMALL, compose_train, quick_run, run_script
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
 
 
@@ -100,6 +100,14 @@ def diffusion_mnist(tmp_path_factory, mnist_root):
     return mnist_run(tmp_path_factory, mnist_root, "diffusion", extra)
 
 
+@pytest.fixture(scope="module")
+def diffusion_quick(tmp_path_factory):
+    """A few batches of the small diffusion model on digits: a checkpoint for the sampling tests."""
+    run_dir = tmp_path_factory.mktemp("diffusion_quick")
+    train(compose_train(quick_run("diffusion"), run_dir))
+    return run_dir
+
+
 @pytest.mark.slow
 def test_vae_validation_nelbo_falls_on_mnist(vae_mnist):
     rows = read_csv(vae_mnist)
@@ -112,6 +120,7 @@ def test_vae_validation_nelbo_falls_on_mnist(vae_mnist):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_diffusion_validation_loss_falls_on_mnist(diffusion_mnist):
     losses = column(read_csv(diffusion_mnist), "val/loss")
     assert len(losses) == 3 and losses[-1] < 0.85 * losses[0], losses
@@ -127,8 +136,8 @@ def test_diffusion_validation_loss_falls_on_mnist(diffusion_mnist):
         ("diffusion", ["sampler=dpmpp_2m", "steps=5"]),
     ],
 )
-def test_sample_script_writes_grid_and_files(family, args, vae_mnist, diffusion_mnist, tmp_path):
-    run_dir = {"vae": vae_mnist, "diffusion": diffusion_mnist}[family]
+def test_sample_script_writes_grid_and_files(family, args, vae_mnist, diffusion_quick, tmp_path):
+    run_dir = {"vae": vae_mnist, "diffusion": diffusion_quick}[family]
     n = 6
     run_script(
         "sample.py",

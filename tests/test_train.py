@@ -71,6 +71,7 @@ def test_eval_recomputes_metrics_from_checkpoint(default_run, fid_weights, tmp_p
     assert metrics["val/fid"] <= trained["val/fid"] * 1.5
 
 
+@pytest.mark.long
 def test_gan_fid_improves_on_mnist(mnist_root, fid_weights, tmp_path):
     cfg = compose_train(
         [
