@@ -30,6 +30,7 @@ from genlab.data.base import GenlabDataModule
 from genlab.data.text import TokenizedDataModule
 from genlab.interfaces import ImageGenerator, ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel
+from genlab.sample_eval import evaluate_samples, export_reference
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
@@ -135,8 +136,6 @@ def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Metrics of a checkpoint (``ckpt_path``), of samples from anywhere (``samples``), or the export of a
     split's real statistics (``export_reference``); written to the run dir's metrics.json."""
-    from genlab import sample_eval
-
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
     chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
@@ -146,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
         )
     if cfg.get("samples") or cfg.get("export_reference"):
-        task = sample_eval.evaluate_samples if cfg.get("samples") else sample_eval.export_reference
+        task = evaluate_samples if cfg.get("samples") else export_reference
         record = task(cfg)
         write_json(record, Path(cfg.paths.output_dir) / "metrics.json")
         log.info("%s", json.dumps({k: v for k, v in record.items() if k != "protocol"}))
