@@ -61,6 +61,8 @@ class GatheredFeatures(Metric):
 
     def features(self, name: str) -> Tensor:
         value = getattr(self, name)
+        if isinstance(value, Tensor):  # synced over DDP ranks: the gathered tensor
+            return value
         return dim_zero_cat(value) if value else torch.empty(0, self.LIST_STATES[name], device=self.device)
 
     def sync(self, *args, **kwargs) -> None:
