@@ -182,3 +182,18 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
     assert from_npz["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
     written = json.loads((tmp_path / "npz" / "metrics.json").read_text())
     assert written["protocol"]["fid"]["reference"] == str(mu_sigma)
+
+
+def test_sample_folders_of_any_mode_read_as_rgb_and_mixed_sizes_are_refused(tmp_path):
+    from genlab.errors import ConfigError
+    from genlab.sample_eval import sample_batches
+
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "a.png")
+    Image.new("L", (32, 32), 200).save(tmp_path / "b.jpg")
+    Image.new("P", (32, 32)).save(tmp_path / "c.png")
+    (batch,) = list(sample_batches(tmp_path, 8))
+    assert batch.shape == (3, 3, 32, 32) and batch.dtype == torch.uint8
+    assert batch[0, :, 0, 0].tolist() == [10, 20, 30] and batch[1, :, 0, 0].tolist() == [200, 200, 200]
+    Image.new("RGBA", (40, 32)).save(tmp_path / "d.png")
+    with pytest.raises(ConfigError, match="share one size: a.png is \\(32, 32\\), d.png is \\(32, 40\\)"):
+        list(sample_batches(tmp_path, 2))

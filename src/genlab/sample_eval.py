@@ -33,8 +33,17 @@ def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ConfigError(f"samples={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        size = None
         for start in range(0, len(files), batch_size):
-            yield torch.stack([_read_image(f) for f in files[start : start + batch_size]])
+            images = [_read_image(f) for f in files[start : start + batch_size]]
+            for file, image in zip(files[start:], images, strict=False):
+                size = size or (files[0], image.shape[1:])
+                if image.shape[1:] != size[1]:
+                    raise ConfigError(
+                        f"samples must share one size: {size[0].name} is {tuple(size[1])}, {file.name} is "
+                        f"{tuple(image.shape[1:])} (H, W); resize them first."
+                    )
+            yield torch.stack(images)
     elif path.suffix == ".npz" and path.is_file():
         with np.load(path) as data:
             key = next(
