@@ -20,6 +20,7 @@ from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.errors import ConfigError
 from genlab.metrics.inception import to_uint8
 from genlab.metrics.suite import ImageMetricSuite
+from genlab.models import GenerativeModel
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -99,7 +100,7 @@ def real_statistics(cfg: DictConfig, suite: ImageMetricSuite, settings: ImageMet
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     seen = 0
     for batch in loader:
-        real = (batch[0] if isinstance(batch, (list, tuple)) else batch)[: settings.max_real - seen]
+        real = GenerativeModel.inputs(batch)[: settings.max_real - seen]
         suite.update(to_uint8(real).to(suite.fid.device), real=True)
         seen += len(real)
         if seen >= settings.max_real:
@@ -137,14 +138,6 @@ def export_reference(cfg: DictConfig) -> dict:
     suite, settings = build_suite(cfg)
     source = real_statistics(cfg, suite, settings)
     suite.save_reference(cfg.export_reference, source)
-    log.info(
-        "Wrote the real statistics of %s (%d images) to %s",
-        source,
-        suite.fid.real_moments()[2],
-        cfg.export_reference,
-    )
-    return {
-        "reference": str(cfg.export_reference),
-        "source": source,
-        "num_images": suite.fid.real_moments()[2],
-    }
+    count = suite.fid.real_moments()[2]
+    log.info("Wrote the real statistics of %s (%d images) to %s", source, count, cfg.export_reference)
+    return {"reference": str(cfg.export_reference), "source": source, "num_images": count}

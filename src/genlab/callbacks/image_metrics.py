@@ -20,7 +20,7 @@ from genlab.interfaces import ReportsProtocol
 from genlab.metrics.inception import find_inception_weights, to_uint8
 from genlab.metrics.real_stats import RealStatisticsCache
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
-from genlab.models import eval_prefix
+from genlab.models import GenerativeModel, eval_prefix
 
 
 class ImageMetrics(pl.Callback, ReportsProtocol):
@@ -141,7 +141,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
     ) -> None:
         if not self._active(trainer) or self._real_key == self._eval_key:
             return
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        real = GenerativeModel.inputs(batch)
         share = self.max_real // trainer.world_size + (
             trainer.global_rank < self.max_real % trainer.world_size
         )
