@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from genlab.families import FAMILIES, IMAGE_FAMILIES
+from genlab.families import CONDITIONAL_FAMILIES, FAMILIES, IMAGE_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -89,15 +89,23 @@ QUICK = [
     "metrics=null",
     "optimized_metric=null",
     "callbacks.progress_bar=null",
+    "callbacks.sample_accuracy.classifier_steps=30",  # conditional runs: a quick classifier, few samples
+    "callbacks.sample_accuracy.num_samples=20",
 ]
 
 
+LABELLED = "+labels"  # a family's class-conditional variant: "gan+labels" trains on (image, label) pairs
+VARIANTS = [*FAMILIES, *(name + LABELLED for name in CONDITIONAL_FAMILIES)]  # every family, both ways
+
+
 def quick_run(name: str) -> list[str]:
-    """A few batches of family ``name``'s smallest model on its quickest data (two epochs, no FID)."""
-    family = FAMILIES[name]
+    """A few batches of family ``name``'s smallest model on its quickest data (two epochs, no FID);
+    ``<family>+labels`` is the family's class-conditional variant."""
+    family = FAMILIES[name.removesuffix(LABELLED)]
     extra = ["callbacks.text_samples.max_new_tokens=4"] if family.modality == "text" else []
+    extra += ["data.labels=true"] if name.endswith(LABELLED) else []
     return [
-        f"model={name}",
+        f"model={family.name}",
         *family.data,
         *family.small,
         *[q for q in QUICK if not q.startswith("model.")],

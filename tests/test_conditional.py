@@ -1,5 +1,6 @@
-"""Class-conditional diffusion with classifier-free guidance: guidance scales 0 and 1 are the unconditional
-and conditional predictions; a conditional run trains on labelled data and samples the classes asked for."""
+"""Class-conditional generation: diffusion with classifier-free guidance (guidance scales 0 and 1 are the
+unconditional and conditional predictions), the projection GAN and the CVAE; conditional runs train on labelled
+data, sample the classes asked for and log val/sample_accuracy."""
 
 import pytest
 import torch
@@ -7,9 +8,11 @@ from omegaconf import OmegaConf
 
 from genlab.diffusion import Guided, drop_labels
 from genlab.errors import ConfigError
+from genlab.nets.dcgan import Discriminator, Generator
 from genlab.nets.unet import UNet
 from genlab.pipeline import sample, train
 from tests.conftest import compose_train, quick_run
+from tests.wandb_reader import read_run
 
 
 def test_guidance_zero_is_unconditional_one_conditional_and_between_is_the_cfg_mix():
@@ -35,13 +38,13 @@ def test_guidance_zero_is_unconditional_one_conditional_and_between_is_the_cfg_m
 @pytest.fixture(scope="module")
 def conditional_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cdiffusion")
-    metrics = train(compose_train([*quick_run("diffusion"), "data.labels=true", "model.sample_steps=4"], run))
+    metrics = train(compose_train([*quick_run("diffusion+labels"), "model.sample_steps=4"], run))
     return run, metrics
 
 
-def sample_cfg(run, out, args):
+def sample_cfg(run, out, args, solver=("sampler=ddim", "steps=4")):
     out.mkdir(parents=True)  # Hydra's run dir
-    cfg = compose_train([f"ckpt_path={run}", "device=cpu", "sampler=ddim", "steps=4", *args], out, "sample")
+    cfg = compose_train([f"ckpt_path={run}", "device=cpu", *solver, *args], out, "sample")
     OmegaConf.set_struct(cfg, False)
     return cfg
 
@@ -64,3 +67,55 @@ def test_conditioning_needs_labels_and_unconditional_models_refuse_classes(tmp_p
     train(compose_train([*quick_run("diffusion"), "trainer.max_epochs=1"], unconditional))
     with pytest.raises(ConfigError, match="unconditional"):
         sample(sample_cfg(unconditional, tmp_path / "s", ["labels=[1]"]))
+
+
+# ---- class-conditional GAN (SNGAN / ProjGAN recipe) and VAE (CVAE) ----
+def test_conditional_batchnorm_and_projection_discriminator_use_the_class():
+    torch.manual_seed(0)
+    g = Generator(latent_dim=8, channels=1, resolution=8, width=8, num_classes=3).eval()
+    z = torch.randn(4, 8)
+    assert not torch.allclose(g(z, torch.zeros(4, dtype=torch.long)), g(z, torch.full((4,), 2)))
+    unconditional = Generator(latent_dim=8, channels=1, resolution=8, width=8)
+    assert "net.1.weight" in unconditional.state_dict(), "unconditional checkpoints keep their layout"
+
+    d = Discriminator(channels=1, resolution=8, width=8, norm="spectral", num_classes=3).eval()
+    x, labels = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
+    features = d.net[:-1](x)
+    expected = d.net[-1](features).flatten() + (d.embed(labels) * features.sum((2, 3))).sum(1)
+    torch.testing.assert_close(d(x, labels), expected)  # psi(phi(x)) + y^T V phi(x)
+    assert not torch.allclose(d(x, labels), d(x, torch.zeros_like(labels)))
+
+
+@pytest.mark.parametrize(
+    "loss, extra",
+    [
+        ("hinge", ["model.discriminator.norm=spectral", "model.n_critic=2"]),
+        ("wgan_gp", ["model.discriminator.norm=none"]),
+        ("non_saturating", ["model.ema_decay=null"]),
+    ],
+)
+def test_a_conditional_gan_trains_with_every_loss(loss, extra, tmp_path):
+    metrics = train(compose_train([*quick_run("gan+labels"), f"model.loss={loss}", *extra], tmp_path))
+    assert torch.isfinite(torch.tensor(metrics["train/d_loss"]))
+    assert 0 <= metrics["val/sample_accuracy"] <= 1
+    out = sample(sample_cfg(tmp_path, tmp_path / "s", ["per_class=2"], solver=()))
+    assert (out / "labels.txt").read_text().split() == [str(c) for c in range(10) for _ in range(2)]
+
+
+def test_a_cvae_conditions_encoder_decoder_and_likelihood_on_the_class(tmp_path):
+    metrics = train(compose_train([*quick_run("vae+labels"), "model.iw_samples=4"], tmp_path))
+    assert torch.isfinite(torch.tensor(metrics["val/iw_nll"])) and "val/sample_accuracy" in metrics
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["state_dict"]["encoder.head.weight"].shape[1] == 32 * 16 + 10, (
+        "4x4x32 features + one-hot class"
+    )
+    out = sample(sample_cfg(tmp_path, tmp_path / "s", ["labels=[4]", "num_samples=3"], solver=()))
+    assert (out / "labels.txt").read_text().split() == ["4", "4", "4"]
+
+
+def test_class_rows_and_captions_reach_weights_and_biases(tmp_path):
+    train(compose_train([*quick_run("gan+labels"), "logger=wandb"], tmp_path))
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    grids = [row for row in read_run(run_dir)["history"] if "val/samples/captions" in row]
+    assert grids and grids[-1]["val/samples/captions"] == ["rows: " + ", ".join(str(c) for c in range(10))]
+    assert grids[-1]["val/samples/height"] == 10 * 34 + 2, "one row of 32 px samples per class"

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from genlab.families import FAMILIES, IMAGE_FAMILIES
-from tests.conftest import QUICK, SMALL, run_script
+from genlab.families import FAMILIES
+from tests.conftest import LABELLED, QUICK, SMALL, VARIANTS, run_script
 from tests.datasets import copy_task
 
 pytestmark = pytest.mark.slow
+
+
+def base(variant: str) -> str:
+    return variant.removesuffix(LABELLED)
 
 
 def ddp_train(args: list[str], run_dir: Path, trainer: str = "ddp_cpu") -> dict:
@@ -103,11 +107,14 @@ def test_fid_kid_under_ddp_equal_single_process(gan_runs, tmp_path):
 
 
 # ---- every image family but the GAN (its own tests above) ----
-@pytest.mark.parametrize("family", [name for name in IMAGE_FAMILIES if name != "gan"])
+@pytest.mark.parametrize(
+    "family", [v for v in VARIANTS if v != "gan" and FAMILIES[base(v)].modality == "image"]
+)
 def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
     args = [
-        f"model={family}",
-        *SMALL[family],
+        f"model={base(family)}",
+        *SMALL[base(family)],
+        *(["data.labels=true"] if family.endswith(LABELLED) else []),
         *[q for q in QUICK if not q.startswith(("model.", "trainer=", "metrics=", "optimized_metric="))],
         f"metrics.fid.weights_path={fid_weights}",
         "metrics.num_samples=10",
@@ -115,7 +122,9 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
     ]
     record = ddp_train(args, tmp_path)
     assert_ranks_in_sync(record)
-    assert record["global_step"] == 8 * FAMILIES[family].steps_per_batch  # 2 epochs x 4 batches per rank
+    assert (
+        record["global_step"] == 8 * FAMILIES[base(family)].steps_per_batch
+    )  # 2 epochs x 4 batches per rank
     final = json.loads((tmp_path / "metrics.json").read_text())
     assert final["val/fid"] > 0 and "val/kid_mean" in final, "FID/KID of the family's samples"
 

@@ -17,9 +17,9 @@ from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
 from genlab.families import FAMILIES
 from genlab.pipeline import train
-from tests.conftest import QUICK, ROOT, compose_train, quick_run, run_script
+from tests.conftest import QUICK, ROOT, VARIANTS, compose_train, quick_run, run_script
 
-FAMILY_ARGS = {name: quick_run(name) for name in FAMILIES}
+FAMILY_ARGS = {name: quick_run(name) for name in VARIANTS}  # conditional variants too
 
 
 class StopAfterFirstEpoch(pl.Callback):

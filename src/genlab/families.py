@@ -16,6 +16,7 @@ class Family:
     data: tuple[str, ...] = ()  # the quickest data of the modality (default: digits)
     bench: tuple[str, ...] = ()  # the overhead benchmark's model (default: conf/model/<name>.yaml as is)
     steps_per_batch: int = 1  # optimizer steps per training batch (Lightning's global_step)
+    conditional: bool = False  # class-conditional on labelled data (data.labels=true fills model.num_classes)
 
 
 _UNET = ("model.net.channel_mults=[1,2]", "model.net.num_res_blocks=1", "model.net.attention_resolutions=[8]")
@@ -29,12 +30,14 @@ FAMILIES: dict[str, Family] = {
             "train/g_loss",
             "val/d_x",
             steps_per_batch=2,  # a D and a G step (n_critic=1)
+            conditional=True,
         ),
         Family(
             "vae",
             ("model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=8"),
             "train/nelbo",
             "val/nelbo",
+            conditional=True,
         ),
         Family(
             "diffusion",
@@ -42,6 +45,7 @@ FAMILIES: dict[str, Family] = {
             "train/loss",
             "val/loss",
             bench=("data.resolution=16", "data.batch_size=32", "model.net.width=32", *_UNET),
+            conditional=True,
         ),
         Family(
             "gpt",
@@ -61,3 +65,4 @@ FAMILIES: dict[str, Family] = {
     )
 }
 IMAGE_FAMILIES = [name for name, family in FAMILIES.items() if family.modality == "image"]
+CONDITIONAL_FAMILIES = [name for name, family in FAMILIES.items() if family.conditional]

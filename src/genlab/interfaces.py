@@ -18,9 +18,9 @@ class ImageGenerator:
 
 
 class Reconstructor:
-    """Maps images to their reconstructions (autoencoders): sample grids show both."""
+    """Maps images (and, for a conditional model, their labels) to reconstructions: sample grids show both."""
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -189,9 +189,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if image_metrics is None and run_cfg.get("metrics") is not None:
         log.warning("FID/KID skipped: %s. To enable FID/KID, %s.", WEIGHTS_MISSING, ENABLE_FID)
     callbacks = [image_metrics] if image_metrics else []
-    if text_samples := (run_cfg.get("callbacks") or {}).get("text_samples"):  # generated text of the split
+    run_callbacks = run_cfg.get("callbacks") or {}
+    if text_samples := run_callbacks.get("text_samples"):  # generated text of the split
         text_samples.dirpath = str(Path(cfg.paths.output_dir) / "samples")
         callbacks.append(instantiate(text_samples))
+    if sample_accuracy := run_callbacks.get("sample_accuracy"):  # class-conditional models
+        callbacks.append(instantiate(sample_accuracy))
     trainer = instantiate(
         cfg.trainer,
         logger=False,

@@ -23,6 +23,14 @@ from genlab.metrics.suite import ImageMetricSuite, MetricOptions
 from genlab.models import GenerativeModel, eval_prefix
 
 
+def evaluation_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """Every ``every_n_epochs`` epochs, at the last epoch, and always outside ``fit`` (not in sanity checks)."""
+    if trainer.sanity_checking:
+        return False
+    epoch = trainer.current_epoch + 1
+    return trainer.state.fn != "fit" or epoch % every_n_epochs == 0 or epoch == trainer.max_epochs
+
+
 class ImageMetrics(pl.Callback, ReportsProtocol):
     """Logs ``val/fid`` (and the metrics enabled: ``val/kid_mean``, ``val/kid_std``, ``val/is_mean``,
     ``val/is_std``, ``val/precision``, ``val/recall``, ``val/density``, ``val/coverage``, ``val/fid_std``,
@@ -106,11 +114,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
         self.suite.to(pl_module.device)
 
     def _active(self, trainer: pl.Trainer) -> bool:
-        """Every ``every_n_epochs`` epochs, at the last epoch, and always outside ``fit``."""
-        if trainer.sanity_checking:
-            return False
-        epoch = trainer.current_epoch + 1
-        return trainer.state.fn != "fit" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
+        return evaluation_due(trainer, self.every_n_epochs)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not self._active(trainer):

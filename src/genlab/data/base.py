@@ -15,6 +15,8 @@ class GenlabDataModule(pl.LightningDataModule):
 
     name: ClassVar[str] = "data"
     modality: ClassVar[str] = "image"
+    #: Names of the classes, by label, when the data yields (example, label) pairs; else None.
+    class_names: list[str] | None = None
 
     @property
     def has_test_split(self) -> bool:

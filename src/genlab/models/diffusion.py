@@ -23,11 +23,12 @@ from genlab.diffusion import (
 from genlab.errors import ConfigError
 from genlab.interfaces import ImageGenerator, reject_conditions
 from genlab.models import GenerativeModel, OptimizerFactory
+from genlab.models.conditioning import ClassConditional, check_num_classes
 
 
-class Diffusion(GenerativeModel, ImageGenerator):
+class Diffusion(ClassConditional, GenerativeModel, ImageGenerator):
     fallback_metric = "val/loss"
-    sample_options = ("sampler", "steps", "labels", "per_class", "guidance")  # sample.py's options
+    sample_options = ("sampler", "steps", *ClassConditional.sample_options, "guidance")  # sample.py's options
 
     def __init__(
         self,
@@ -48,8 +49,7 @@ class Diffusion(GenerativeModel, ImageGenerator):
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(optimizer)
-        if num_classes is not None and getattr(net, "num_classes", None) != num_classes:
-            raise ConfigError(f"model.net.num_classes must equal model.num_classes ({num_classes})")
+        check_num_classes(num_classes, net=net)
         if prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction must be 'eps' or 'v', got {prediction!r}")
         if sampler not in SAMPLERS:
@@ -60,10 +60,6 @@ class Diffusion(GenerativeModel, ImageGenerator):
         self.schedule = NoiseSchedule(schedule, timesteps)
 
     # ---- the forward process (genlab.diffusion.schedule) and the training objective ----
-    @property
-    def conditional(self) -> bool:
-        return self.hparams.num_classes is not None
-
     def loss(
         self,
         net: nn.Module,
@@ -98,39 +94,22 @@ class Diffusion(GenerativeModel, ImageGenerator):
         """``num`` images in [-1, 1] from ``sampler`` (default ``model.sampler``) over ``steps`` (default
         ``model.sample_steps``; ``ddpm`` always takes all T). A conditional model draws class ``labels``
         (default: uniform from ``generator``) at guidance scale ``guidance`` (default ``model.guidance``)."""
-        given = {
-            k: v for k, v in {"labels": labels, "guidance": guidance, **conditions}.items() if v is not None
-        }
-        if not self.conditional:
-            reject_conditions(self, given)
-        elif conditions:
-            raise ConfigError(f"A conditional Diffusion takes labels and guidance, not {sorted(conditions)}.")
+        if conditions:
+            raise ConfigError(f"Diffusion takes labels and guidance as conditions, not {sorted(conditions)}.")
+        if guidance is not None and not self.conditional:
+            reject_conditions(self, {"guidance": guidance})
+        labels = self.sample_labels(num, labels, generator)
         net = self.sampling_net
         shape = (num, net.channels, net.resolution, net.resolution)
-        if self.conditional:
-            if labels is None:
-                labels = torch.randint(self.hparams.num_classes, (num,), generator=generator)
-            labels = torch.as_tensor(labels, dtype=torch.long).to(self.device)
-            if labels.shape != (num,) or labels.min() < 0 or labels.max() >= self.hparams.num_classes:
-                raise ConfigError(
-                    f"labels must be {num} classes in [0, {self.hparams.num_classes}), got {labels.tolist()}"
-                )
+        if labels is not None:
             net = Guided(net, labels, self.hparams.guidance if guidance is None else guidance)
         solver = make_sampler(sampler or self.hparams.sampler, self.schedule, self.hparams.prediction)
         steps = self.hparams.sample_steps if steps is None else steps
         return sample_loop(net, solver, shape, steps, generator, self.device)
 
     # ---- training ----
-    def labels(self, batch) -> torch.Tensor | None:
-        """The batch's class labels for a conditional model (None for an unconditional one)."""
-        if not self.conditional:
-            return None
-        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise ConfigError("model.num_classes is set but the data yields no labels: set data.labels=true.")
-        return batch[1]
-
     def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
-        labels = self.labels(batch)
+        labels = self.batch_labels(batch)
         if labels is not None:
             labels = drop_labels(labels, self.net.null_label, self.hparams.cond_drop_prob)
         loss = self.loss(self.net, self.inputs(batch), labels=labels)
@@ -143,5 +122,5 @@ class Diffusion(GenerativeModel, ImageGenerator):
     def validation_step(self, batch, batch_idx: int) -> None:
         # Fixed timesteps and noise per batch: validation losses are comparable across epochs.
         generator = torch.Generator().manual_seed(10_000 + batch_idx)
-        loss = self.loss(self.sampling_net, self.inputs(batch), generator, self.labels(batch))
+        loss = self.loss(self.sampling_net, self.inputs(batch), generator, self.batch_labels(batch))
         self.log(f"{self.eval_prefix}/loss", loss, prog_bar=True, sync_dist=True)

@@ -3,8 +3,12 @@
 Step accounting: every batch makes one D step, and every ``n_critic``-th batch also one G step.
 Lightning's ``trainer.global_step`` counts *optimizer* steps (D + G), so budget GAN runs with
 ``trainer.max_epochs`` (or ``limit_train_batches``), not ``max_steps``.
+
+With ``num_classes`` (filled from labelled data, ``data.labels=true``) G and D are class-conditional
+(conditional BatchNorm, projection discriminator): fakes of a batch are drawn for its real labels.
 """
 
+import functools
 import logging
 
 import torch
@@ -13,12 +17,13 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.interfaces import ImageGenerator, reject_conditions
 from genlab.models import GenerativeModel, OptimizerFactory, gan_losses
+from genlab.models.conditioning import ClassConditional, check_num_classes
 
 log = logging.getLogger(__name__)
 COLLAPSE_CHECK_EVERY = 10
 
 
-class GAN(GenerativeModel, ImageGenerator):
+class GAN(ClassConditional, GenerativeModel, ImageGenerator):
     fallback_metric = None  # D(x)/D(G(z)) do not rank generators: without FID, keep the last epoch
     ddp_find_unused_parameters = True  # the D step never reaches G; the G step leaves D frozen
     default_optimizer = torch.optim.Adam
@@ -38,9 +43,11 @@ class GAN(GenerativeModel, ImageGenerator):
         lr_schedule: str = "constant",
         ema_decay: float | None = 0.999,
         collapse_patience: int = 200,
+        num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(optimizer)
+        check_num_classes(num_classes, generator=generator, discriminator=discriminator)
         if loss not in gan_losses.LOSSES:
             raise ConfigError(f"model.loss={loss!r} is unknown; choose one of {gan_losses.LOSSES}")
         if loss == "wgan_gp" and getattr(discriminator, "norm", None) == "batch":
@@ -67,39 +74,51 @@ class GAN(GenerativeModel, ImageGenerator):
         return torch.randn(num, self.latent_dim, generator=generator).to(self.device)
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
-        """``num`` images in [-1, 1], from the EMA generator when there is one."""
+    def sample(
+        self,
+        num: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | list[int] | None = None,
+        **conditions,
+    ) -> torch.Tensor:
+        """``num`` images in [-1, 1], from the EMA generator when there is one; a conditional GAN draws
+        class ``labels`` (default: uniform from ``generator``)."""
         reject_conditions(self, conditions)
+        labels = self.sample_labels(num, labels, generator)
         net = self.averaged(self.generator, self.g_ema)
-        return net(self.noise(num, generator)).float().clamp(-1, 1)
+        return net(self.noise(num, generator), labels).float().clamp(-1, 1)
 
     # ---- training ----
-    def discriminator_loss(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_loss(
+        self, real: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """D's loss on ``real`` and on detached fakes (G gets no gradient), and the scalars to log."""
         kind = self.hparams.loss
-        fake = self.generator(self.noise(real.shape[0])).detach()
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        fake = self.generator(self.noise(real.shape[0]), labels).detach()
+        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, labels)
         loss = gan_losses.d_loss(kind, real_logits, fake_logits)
         scalars = {"d_x": self._score(real_logits), "d_g_z": self._score(fake_logits)}
         if kind == "wgan_gp":
-            scalars["gp"] = gan_losses.gradient_penalty(self.discriminator, real, fake.to(real.dtype))
+            critic = functools.partial(self.discriminator, labels=labels)
+            scalars["gp"] = gan_losses.gradient_penalty(critic, real, fake.to(real.dtype))
             loss = loss + self.hparams.gp_weight * scalars["gp"]
         self._watch_collapse(real_logits, fake_logits)
         return loss, {"d_loss": loss, **scalars}
 
-    def generator_loss(self, num: int) -> torch.Tensor:
-        return gan_losses.g_loss(self.hparams.loss, self.discriminator(self.generator(self.noise(num))))
+    def generator_loss(self, num: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        fake = self.generator(self.noise(num), labels)
+        return gan_losses.g_loss(self.hparams.loss, self.discriminator(fake, labels))
 
     def generator_steps(self, batch_idx: int) -> bool:
         """Whether batch ``batch_idx`` also makes a G step (every ``n_critic``-th)."""
         return (batch_idx + 1) % self.hparams.n_critic == 0
 
     def training_step(self, batch, batch_idx: int) -> None:
-        real = self.inputs(batch)
+        real, labels = self.inputs(batch), self.batch_labels(batch)
         opt_g, opt_d = self.optimizers()
         # toggle_optimizer freezes the other network's parameters during each step.
         self.toggle_optimizer(opt_d)
-        d_loss, scalars = self.discriminator_loss(real)
+        d_loss, scalars = self.discriminator_loss(real, labels)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -107,7 +126,7 @@ class GAN(GenerativeModel, ImageGenerator):
 
         if self.generator_steps(batch_idx):
             self.toggle_optimizer(opt_g)
-            g_loss = self.generator_loss(real.shape[0])
+            g_loss = self.generator_loss(real.shape[0], labels)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
@@ -166,12 +185,12 @@ class GAN(GenerativeModel, ImageGenerator):
             )
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        real = self.inputs(batch)
-        fake = self.sample(real.shape[0]).to(real.dtype)
+        real, labels = self.inputs(batch), self.batch_labels(batch)
+        fake = self.sample(real.shape[0], labels=labels).to(real.dtype)
         self.log_dict(
             {
-                f"{self.eval_prefix}/d_x": self._score(self.discriminator(real)),
-                f"{self.eval_prefix}/d_g_z": self._score(self.discriminator(fake)),
+                f"{self.eval_prefix}/d_x": self._score(self.discriminator(real, labels)),
+                f"{self.eval_prefix}/d_g_z": self._score(self.discriminator(fake, labels)),
             },
             sync_dist=True,
         )

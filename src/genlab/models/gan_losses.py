@@ -1,8 +1,9 @@
 """GAN objectives on discriminator logits: non-saturating (BCE), hinge and WGAN(-GP)."""
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from genlab.errors import ConfigError
 
@@ -29,7 +30,9 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ConfigError(f"Unknown GAN loss {kind!r}; choose one of {LOSSES}")
 
 
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - 1)^2] on interpolates."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)

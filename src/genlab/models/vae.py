@@ -5,6 +5,8 @@ Reported in nats per image: ``recon`` = -E_q[log p(x|z)], ``kl`` = KL(q(z|x) || 
 the optimised recon + beta_t * kl, with beta_t warming up linearly over ``kl_warmup_steps``.
 Likelihoods: ``bernoulli`` (inputs binarised at 0.5), ``gaussian`` (learned per-channel scale;
 reported as a discrete likelihood over 256 bins) and ``discretized_gaussian`` (exact 8-bit bins).
+With ``num_classes`` (labelled data, ``data.labels=true``) it is a conditional VAE: q(z|x, y), p(x|z, y),
+and every figure is conditional on the class.
 """
 
 import math
@@ -16,11 +18,12 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.interfaces import ImageGenerator, Reconstructor, reject_conditions
 from genlab.models import GenerativeModel, OptimizerFactory
+from genlab.models.conditioning import ClassConditional, check_num_classes
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
 
 
-class VAE(GenerativeModel, ImageGenerator, Reconstructor):
+class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
     fallback_metric = "val/nelbo"
     progress_bar = ("recon", "kl", "nelbo", "bpd")
 
@@ -37,9 +40,11 @@ class VAE(GenerativeModel, ImageGenerator, Reconstructor):
         lr_schedule: str = "constant",
         warmup_steps: int = 0,
         iw_samples: int = 0,
+        num_classes: int | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(optimizer)
+        check_num_classes(num_classes, encoder=encoder, decoder=decoder)
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
         self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
@@ -71,21 +76,23 @@ class VAE(GenerativeModel, ImageGenerator, Reconstructor):
         return params.float().clamp(-1, 1)
 
     # ---- model ----
-    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         target = self._target(x)
-        mean, logvar = self.encoder(x)
+        mean, logvar = self.encoder(x, labels)
         mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()  # reparameterisation trick
-        recon = -self.log_likelihood(self.decoder(z), target).mean()
+        recon = -self.log_likelihood(self.decoder(z, labels), target).mean()
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(1).mean()
         nelbo = recon + kl
         return {"recon": recon, "kl": kl, "nelbo": nelbo, "bpd": nelbo / (x[0].numel() * math.log(2))}
 
     @torch.no_grad()
-    def importance_weighted_nll(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """-log p(x) estimated with k importance samples (Burda et al. 2016), nats per image, (B,)."""
+    def importance_weighted_nll(
+        self, x: torch.Tensor, k: int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """-log p(x[|y]) estimated with k importance samples (Burda et al. 2016), nats per image, (B,)."""
         target = self._target(x)
-        mean, logvar = (t.float() for t in self.encoder(x))
+        mean, logvar = (t.float() for t in self.encoder(x, labels))
         std = (0.5 * logvar).exp()
         log_w = []
         for _ in range(k):
@@ -93,18 +100,25 @@ class VAE(GenerativeModel, ImageGenerator, Reconstructor):
             z = mean + eps * std
             log_q = (-0.5 * eps**2 - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(1)
             log_prior = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(1)
-            log_w.append(self.log_likelihood(self.decoder(z), target) + log_prior - log_q)
+            log_w.append(self.log_likelihood(self.decoder(z, labels), target) + log_prior - log_q)
         return -(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
 
     @torch.no_grad()
-    def sample(self, num: int, generator: torch.Generator | None = None, **conditions) -> torch.Tensor:
+    def sample(
+        self,
+        num: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | list[int] | None = None,
+        **conditions,
+    ) -> torch.Tensor:
         reject_conditions(self, conditions)
+        labels = self.sample_labels(num, labels, generator)
         z = torch.randn(num, self.hparams.latent_dim, generator=generator).to(self.device)
-        return self.mean(self.decoder(z))
+        return self.mean(self.decoder(z, labels))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mean(self.decoder(self.encoder(x)[0]))
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mean(self.decoder(self.encoder(x, labels)[0], labels))
 
     # ---- training ----
     def kl_weight(self, step: int) -> float:
@@ -113,16 +127,16 @@ class VAE(GenerativeModel, ImageGenerator, Reconstructor):
         return self.hparams.beta * (min(1.0, step / warmup) if warmup else 1.0)
 
     def training_loss(self, batch, step: int) -> tuple[torch.Tensor, dict]:
-        terms = self.elbo_terms(self.inputs(batch))
+        terms = self.elbo_terms(self.inputs(batch), self.batch_labels(batch))
         beta = self.kl_weight(step)
         loss = terms["recon"] + beta * terms["kl"]
         return loss, {**terms, "loss": loss, "beta": beta}
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x = self.inputs(batch)
-        metrics = self.elbo_terms(x)
+        x, labels = self.inputs(batch), self.batch_labels(batch)
+        metrics = self.elbo_terms(x, labels)
         if self.hparams.iw_samples:
-            iw_nll = self.importance_weighted_nll(x, self.hparams.iw_samples).mean()
+            iw_nll = self.importance_weighted_nll(x, self.hparams.iw_samples, labels).mean()
             metrics.update({"iw_nll": iw_nll, "iw_bpd": iw_nll / (x[0].numel() * math.log(2))})
         prefix = self.eval_prefix
         self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
