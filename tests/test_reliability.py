@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
+from pytorch_lightning.plugins.precision import MixedPrecision
 
-from genlab.callbacks.divergence import DivergenceError
+from genlab.callbacks.divergence import DivergenceError, DivergenceGuard
 from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
 from genlab.families import FAMILIES
@@ -161,6 +163,27 @@ def test_nan_policy_skip(family, tmp_path):
     assert metrics["train/nonfinite_steps"] == 1
     state = load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_gradient_scaler_overflow_is_not_divergence(family, tmp_path):
+    """16-mixed (here on CPU, float16 autocast): a scale too high overflows the gradients of a finite loss;
+    the scaler skips those steps and lowers its scale, and the guard must not count or stop on them."""
+    cfg = compose_train(FAMILY_ARGS[family], tmp_path)
+    guard, scaler = DivergenceGuard(max_bad_steps=2), torch.amp.GradScaler("cpu", init_scale=1e30)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=8,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+        callbacks=[guard],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(instantiate(cfg.model, _convert_="all"), instantiate(cfg.data, _convert_="all"))
+    assert scaler.get_scale() < 1e28, "the first steps overflowed"
+    assert guard.bad_steps == 0 and trainer.global_step == 8
 
 
 def test_nan_policy_stop_names_the_step(tmp_path):

@@ -5,6 +5,7 @@ import logging
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 from genlab.errors import ConfigError, GenlabError
 
@@ -25,6 +26,9 @@ class DivergenceGuard(pl.Callback):
     ``snapshot_every`` optimizer steps, in memory) and goes on. More than ``max_bad_steps``
     consecutive bad steps stop the run under any policy. ``train/nonfinite_steps`` (logged each epoch)
     counts them.
+
+    Under ``16-mixed`` a gradient scaler owns overflow: infinite gradients of a finite loss are its
+    scale being too high, and it skips that step and lowers the scale itself, so they are not divergence.
     """
 
     def __init__(self, policy: str = "skip", max_bad_steps: int = 20, snapshot_every: int = 100):
@@ -46,7 +50,11 @@ class DivergenceGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = pl_module.gradient_check(optimizer)  # finite iff every gradient is; reused by norm clipping
-        finite = bool(torch.isfinite(self.loss).all() & torch.isfinite(grads))  # one host sync per step
+        loss_finite = torch.isfinite(self.loss).all()
+        finite = bool(loss_finite & torch.isfinite(grads))  # one host sync per step
+        scaler = grad_scaler(trainer)
+        if not finite and scaler is not None and bool(loss_finite):
+            return  # the scaler's overflow: it skips this step and lowers its scale
         if finite:
             self.consecutive = 0
             if self.policy == "rollback" and trainer.global_step % self.snapshot_every == 0:
@@ -54,7 +62,8 @@ class DivergenceGuard(pl.Callback):
             return
         self.bad_steps += 1
         self.consecutive += 1
-        what = f"non-finite loss or gradient at step {trainer.global_step} (loss={float(self.loss)})"
+        loss = float(self.loss) / (scaler.get_scale() if scaler is not None else 1.0)  # the loss backward saw
+        what = f"non-finite loss or gradient at step {trainer.global_step} (loss={loss})"
         if self.policy == "stop" or self.consecutive > self.max_bad_steps:
             raise DivergenceError(
                 f"Training diverged: {what}, {self.consecutive} bad step(s) in a row. Checkpoints written "
@@ -77,3 +86,9 @@ class DivergenceGuard(pl.Callback):
             "model": copy.deepcopy(pl_module.state_dict()),
             "optimizers": [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers],
         }
+
+
+def grad_scaler(trainer: pl.Trainer) -> torch.amp.GradScaler | None:
+    """The gradient scaler of ``16-mixed`` training (None under other precisions)."""
+    plugin = trainer.precision_plugin
+    return plugin.scaler if isinstance(plugin, MixedPrecision) else None
