@@ -2,6 +2,8 @@
 unconditional and conditional predictions), the projection GAN and the CVAE; conditional runs train on labelled
 data, sample the classes asked for and log val/sample_accuracy."""
 
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -11,7 +13,7 @@ from genlab.errors import ConfigError
 from genlab.nets.dcgan import Discriminator, Generator
 from genlab.nets.unet import UNet
 from genlab.pipeline import sample, train
-from tests.conftest import compose_train, quick_run
+from tests.conftest import compose_train, quick_run, run_script
 from tests.wandb_reader import read_run
 
 
@@ -119,3 +121,61 @@ def test_class_rows_and_captions_reach_weights_and_biases(tmp_path):
     grids = [row for row in read_run(run_dir)["history"] if "val/samples/captions" in row]
     assert grids and grids[-1]["val/samples/captions"] == ["rows: " + ", ".join(str(c) for c in range(10))]
     assert grids[-1]["val/samples/height"] == 10 * 34 + 2, "one row of 32 px samples per class"
+
+
+# ---- guidance makes samples recognisable: a short CPU training, measured with val/sample_accuracy ----
+GUIDED_DIGITS = [  # a class-conditional DDPM on 8 px digits: draws every class after ~600 steps
+    "model=diffusion",
+    "data=digits",
+    "data.labels=true",
+    "data.resolution=8",
+    "model.net.width=32",
+    "model.net.channel_mults=[1,2]",
+    "model.net.num_res_blocks=1",
+    "model.net.attention_resolutions=[]",
+    "model.net.dropout=0.0",
+    "model.lr=1e-3",
+    "model.warmup_steps=50",
+    "model.ema_decay=0.995",
+    "model.sampler=dpmpp_2m",
+    "model.sample_steps=20",
+    "trainer=cpu",
+    "trainer.max_steps=600",
+    "trainer.max_epochs=-1",
+    "trainer.val_check_interval=600",
+    "trainer.check_val_every_n_epoch=null",
+    "metrics=null",
+    "optimized_metric=null",
+    "callbacks.progress_bar=null",
+    "callbacks.sample_accuracy.num_samples=300",
+    "callbacks.sample_accuracy.classifier_steps=300",
+]
+
+
+@pytest.mark.slow
+def test_guided_samples_are_recognised_as_the_class_asked_for(tmp_path):
+    run = tmp_path / "run"
+    run_script("train.py", [*GUIDED_DIGITS, f"hydra.run.dir={run}"], tmp_path)
+    accuracy = {}
+    for guidance in (0.0, 1.0, 3.0):  # eval.py of the checkpoint at each guidance scale, as a user would
+        out = tmp_path / f"guidance_{guidance}"
+        args = [f"ckpt_path={run}", f"+overrides.model.guidance={guidance}", f"hydra.run.dir={out}"]
+        run_script("eval.py", args, tmp_path)
+        accuracy[guidance] = json.loads((out / "metrics.json").read_text())["val/sample_accuracy"]
+    assert accuracy[0.0] < 0.3, f"guidance 0 is the unconditional model: about chance, {accuracy}"
+    assert accuracy[3.0] >= 0.8 and accuracy[3.0] >= accuracy[1.0] > accuracy[0.0] + 0.4, accuracy
+
+
+@pytest.mark.slow
+def test_intra_class_fid_of_a_conditional_run(tmp_path, fid_weights):
+    args = [a for a in quick_run("gan+labels") if a != "metrics=null"]
+    args += [f"metrics.fid.weights_path={fid_weights}", "metrics.num_samples=20", "metrics.max_real=64"]
+    metrics = train(
+        compose_train([*args, "metrics.intra_fid.enabled=true", "metrics.every_n_epochs=1"], tmp_path)
+    )
+    assert metrics["val/intra_fid"] > 0 and metrics["val/intra_fid_classes"] >= 8
+    assert metrics["val/fid"] > 0
+    counts = json.loads((tmp_path / "metrics.json").read_text())["protocol"]["intra_fid"]
+    assert {int(c): n[1] for c, n in counts["real_images_and_samples_per_class"].items()} == dict.fromkeys(
+        range(10), 4
+    )

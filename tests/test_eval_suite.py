@@ -11,6 +11,7 @@ from PIL import Image
 
 from genlab.metrics.fid import FastFID, frechet_distance
 from genlab.metrics.inception import to_uint8
+from genlab.metrics.intra_fid import IntraClassFID
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
 from genlab.pipeline import evaluate, load_run, train
 from tests.conftest import compose_train, quick_run
@@ -197,3 +198,26 @@ def test_sample_folders_of_any_mode_read_as_rgb_and_mixed_sizes_are_refused(tmp_
     Image.new("RGBA", (40, 32)).save(tmp_path / "d.png")
     with pytest.raises(ConfigError, match="share one size: a.png is \\(32, 32\\), d.png is \\(32, 40\\)"):
         list(sample_batches(tmp_path, 2))
+
+
+@pytest.mark.parametrize("per_class", [60, 10])  # more, and fewer, samples per class than feature dimensions
+def test_intra_class_fid_is_the_mean_of_the_fids_of_each_class(per_class):
+    generator = torch.Generator().manual_seed(0)
+    shifts = torch.tensor([0.0, 1.0, 3.0])  # class c's real images ~ N(c-th shift, I); samples a bit off
+    real_labels, fake_labels = torch.arange(3).repeat(400), torch.arange(3).repeat(per_class)
+    real = torch.randn(1200, 16, generator=generator) + shifts[real_labels, None]
+    fake = 1.2 * torch.randn(3 * per_class, 16, generator=generator) + shifts[fake_labels, None] + 0.3
+    intra = IntraClassFID(Identity())
+    intra.update(real, real_labels, real=True)
+    intra.update(fake, fake_labels, real=False)
+    expected = []
+    for c in range(3):
+        fid = FastFID(feature=Identity())
+        fid.update(real[real_labels == c].double(), real=True)
+        fid.update(fake[fake_labels == c].double(), real=False)
+        expected.append(float(fid.compute()))
+    out = intra.compute()
+    assert float(out["intra_fid"]) == pytest.approx(sum(expected) / 3, rel=1e-4)
+    assert out["intra_fid_classes"] == 3 and intra.counts == dict.fromkeys(range(3), (400, per_class))
+    intra.reset()  # the samples go, the real images stay
+    assert len(intra.features("real_features")) == 1200 and len(intra.features("fake_features")) == 0

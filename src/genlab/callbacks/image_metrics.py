@@ -10,6 +10,7 @@ reset: :class:`~genlab.metrics.real_stats.RealStatistics`); this callback decide
 them, which split, and the sample seeds.
 """
 
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,6 +22,9 @@ from genlab.metrics.inception import find_inception_weights, to_uint8
 from genlab.metrics.real_stats import RealStatisticsCache
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
 from genlab.models import GenerativeModel, eval_prefix
+from genlab.models.conditioning import balanced_labels, is_conditional
+
+log = logging.getLogger(__name__)
 
 
 def evaluation_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
@@ -60,6 +64,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
             "coverage",
             "fid_std",
             "fid_inf",
+            "intra_fid",
         )
     )
 
@@ -70,6 +75,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
         isc: dict | None = None,
         prc: dict | None = None,
         density_coverage: dict | None = None,
+        intra_fid: dict | None = None,
         num_samples: int = 10_000,
         max_real: int = 10_000,
         batch_size: int = 64,
@@ -82,7 +88,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
             raise ConfigError("metrics.num_samples and metrics.max_real must be >= 2 for FID")
         fid = dict(fid or {})
         self.options = MetricOptions.from_config(
-            fid, dict(kid or {}), dict(isc or {}), dict(prc or {}), dict(density_coverage or {})
+            fid, dict(kid or {}), dict(isc or {}), dict(prc or {}), dict(density_coverage or {}), intra_fid
         )
         self.weights_path = find_inception_weights(
             fid.get("weights_path"), download=fid.get("download", True)
@@ -110,6 +116,9 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
     # ---- lifecycle ----
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.suite is None:
+            if self.options.intra_fid and not is_conditional(pl_module):
+                log.warning("Intra-class FID skipped: the model is not class-conditional (data.labels=true).")
+                self.options.intra_fid = False
             self.suite = ImageMetricSuite(self.weights_path, self.options)
         self.suite.to(pl_module.device)
 
@@ -146,12 +155,14 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
         if not self._active(trainer) or self._real_key == self._eval_key:
             return
         real = GenerativeModel.inputs(batch)
+        labels = pl_module.batch_labels(batch) if is_conditional(pl_module) else None
         share = self.max_real // trainer.world_size + (
             trainer.global_rank < self.max_real % trainer.world_size
         )
-        real = real[: max(share - self._real_seen, 0)]
+        keep = max(share - self._real_seen, 0)
+        real, labels = real[:keep], labels[:keep] if labels is not None else None
         if len(real):
-            self.suite.update(to_uint8(real), real=True)
+            self.suite.update(to_uint8(real), real=True, labels=labels)
             self._real_seen += len(real)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -162,11 +173,18 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
             self._real_key = self._eval_key
         # Batch b of the samples has its own seed and rank b % world draws it: the same images
         # whatever the number of processes (a rank may draw none: the metrics compute all the same).
+        # A class-conditional model draws the classes in turn.
         num_batches = -(-self.num_samples // self.batch_size)
         for b in range(trainer.global_rank, num_batches, trainer.world_size):
-            size = min(self.batch_size, self.num_samples - b * self.batch_size)
+            start = b * self.batch_size
+            stop = min(start + self.batch_size, self.num_samples)
             generator = torch.Generator().manual_seed(self.seed + 1_000_003 * trainer.current_epoch + b)
-            self.suite.update(to_uint8(pl_module.sample(size, generator=generator)), real=False)
+            if is_conditional(pl_module):
+                labels = balanced_labels(start, stop, pl_module.num_classes)
+                images = pl_module.sample(stop - start, generator=generator, labels=labels)
+            else:
+                labels, images = None, pl_module.sample(stop - start, generator=generator)
+            self.suite.update(to_uint8(images), real=False, labels=labels)
         values = self.suite.compute()
         pl_module.log_dict(
             {f"{self._split}/{name}": value for name, value in values.items()},

@@ -11,7 +11,7 @@ from genlab.callbacks.image_metrics import evaluation_due
 from genlab.interfaces import ReportsProtocol
 from genlab.metrics.classifier import SampleAccuracy, load_or_train
 from genlab.models import eval_prefix
-from genlab.models.conditioning import ClassConditional
+from genlab.models.conditioning import is_conditional
 
 
 class SampleAccuracyCallback(pl.Callback, ReportsProtocol):
@@ -36,7 +36,7 @@ class SampleAccuracyCallback(pl.Callback, ReportsProtocol):
         self._about: dict = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.metric is not None or not (isinstance(pl_module, ClassConditional) and pl_module.conditional):
+        if self.metric is not None or not is_conditional(pl_module):
             return
         dm = trainer.datamodule
         dm.setup("fit")

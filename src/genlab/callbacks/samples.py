@@ -11,7 +11,7 @@ from torchvision.utils import make_grid, save_image
 from genlab.data.base import GenlabDataModule
 from genlab.interfaces import Reconstructor
 from genlab.models import GenerativeModel
-from genlab.models.conditioning import ClassConditional
+from genlab.models.conditioning import is_conditional
 
 
 class SampleGrid(pl.Callback):
@@ -37,7 +37,7 @@ class SampleGrid(pl.Callback):
     ) -> None:
         if batch_idx == 0 and isinstance(pl_module, Reconstructor):
             self._inputs = GenerativeModel.inputs(batch)[: self.num_samples // 2]
-            if conditional(pl_module):
+            if is_conditional(pl_module):
                 self._labels = pl_module.batch_labels(batch)[: self.num_samples // 2]
 
     @rank_zero_only
@@ -46,7 +46,7 @@ class SampleGrid(pl.Callback):
             return
         epoch, generator = trainer.current_epoch, torch.Generator().manual_seed(self.seed)
         caption = None
-        if conditional(pl_module):  # one row per class
+        if is_conditional(pl_module):  # one row per class
             labels = torch.arange(pl_module.num_classes).repeat_interleave(self.nrow)
             images = pl_module.sample(len(labels), generator=generator, labels=labels)
             caption = "rows: " + ", ".join(class_names(trainer, pl_module.num_classes))
@@ -65,10 +65,6 @@ class SampleGrid(pl.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / filename)
         log_image(trainer, key, grid, caption)
-
-
-def conditional(model: pl.LightningModule) -> bool:
-    return isinstance(model, ClassConditional) and model.conditional
 
 
 def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:

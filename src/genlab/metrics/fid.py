@@ -95,18 +95,7 @@ class FastFID(RealStatistics, GatheredFeatures, FrechetInceptionDistance):
         return self._real_cache[1:]
 
     def _fid_of(self, fake: Tensor) -> float:
-        """FID of generated features (n, d) against the real statistics. With n <= d (the sample counts of
-        bootstraps and CPU runs) Tr sqrt(A S_f A) comes from the n x n Gram matrix of the centred features
-        times A: (XA)^T (XA) and (XA)(XA)^T share their nonzero eigenvalues."""
-        mu_real, sqrt_real, trace_real = self._real()
-        n, mean = len(fake), fake.mean(dim=0)
-        if n > len(mean):
-            return float(frechet_distance(mu_real, sqrt_real, trace_real, mean, torch.cov(fake.T)))
-        centred = fake - mean
-        projected = centred @ sqrt_real
-        cross = torch.linalg.eigvalsh(projected @ projected.T / (n - 1)).clamp(min=0).sqrt().sum()
-        trace_fake = centred.square().sum() / (n - 1)
-        return float((mu_real - mean).square().sum() + trace_real + trace_fake - 2 * cross)
+        return fid_to_features(*self._real(), fake)
 
     def bootstrap(self, resamples: int, seed: int = 0) -> Tensor:
         """Standard deviation of FID over ``resamples`` resamplings (with replacement) of the generated
@@ -125,3 +114,17 @@ class FastFID(RealStatistics, GatheredFeatures, FrechetInceptionDistance):
         fids = [self._fid_of(fake[:count]) for count in counts]
         slope, intercept = np.polyfit(1.0 / counts, fids, 1)
         return torch.tensor(intercept, dtype=torch.float64)
+
+
+def fid_to_features(mu_real: Tensor, sqrt_real: Tensor, trace_real: Tensor, fake: Tensor) -> float:
+    """FID of generated features (n, d) against real statistics (mean, sqrt(cov), trace(cov)). With n <= d
+    (bootstraps, per-class and CPU sample counts) Tr sqrt(A S_f A) comes from the n x n Gram matrix of the
+    centred features times A: (XA)^T (XA) and (XA)(XA)^T share their nonzero eigenvalues."""
+    n, mean = len(fake), fake.mean(dim=0)
+    if n > len(mean):
+        return float(frechet_distance(mu_real, sqrt_real, trace_real, mean, torch.cov(fake.T)))
+    centred = fake - mean
+    projected = centred @ sqrt_real
+    cross = torch.linalg.eigvalsh(projected @ projected.T / (n - 1)).clamp(min=0).sqrt().sum()
+    trace_fake = centred.square().sum() / (n - 1)
+    return float((mu_real - mean).square().sum() + trace_real + trace_fake - 2 * cross)

@@ -16,6 +16,7 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.metrics.fid import FastFID
 from genlab.metrics.inception import InceptionFeatures
+from genlab.metrics.intra_fid import IntraClassFID
 from genlab.metrics.isc import InceptionScore
 from genlab.metrics.kid import KID
 from genlab.metrics.prdc import PrecisionRecall
@@ -39,11 +40,12 @@ class MetricOptions:
     density_coverage_k: int = 5
     bootstrap: int = 0  # resamplings of the generated features for FID's spread (0: none)
     fid_infinity: bool = False
+    intra_fid: bool = False  # class-conditional models: FID per class, averaged
     seed: int = 0  # of the bootstrap and FID-infinity subsets
 
     @classmethod
     def from_config(
-        cls, fid: dict, kid: dict, isc: dict, prc: dict, density_coverage: dict
+        cls, fid: dict, kid: dict, isc: dict, prc: dict, density_coverage: dict, intra_fid: dict | None = None
     ) -> "MetricOptions":
         return cls(
             kid=kid.get("enabled", True),
@@ -56,6 +58,7 @@ class MetricOptions:
             density_coverage_k=density_coverage.get("k", 5),
             bootstrap=fid.get("bootstrap", 0),
             fid_infinity=fid.get("infinity", False),
+            intra_fid=(intra_fid or {}).get("enabled", False),
         )
 
 
@@ -89,11 +92,12 @@ class ImageMetricSuite:
             if opts.prc or opts.density_coverage
             else None
         )
+        self.intra_fid = IntraClassFID(self.extractor) if opts.intra_fid else None
         self.reference: Path | None = None  # the statistics file the real statistics came from, if any
 
     @property
     def metrics(self) -> list:
-        return [m for m in (self.fid, self.kid, self.isc, self.prdc) if m is not None]
+        return [m for m in (self.fid, self.kid, self.isc, self.prdc, self.intra_fid) if m is not None]
 
     @property
     def real_metrics(self) -> list[RealStatistics]:
@@ -108,10 +112,14 @@ class ImageMetricSuite:
             metric.to(device)
         return self
 
-    def update(self, images: Tensor, real: bool) -> None:
-        """Adds uint8 (N, 3, H, W) images to every metric (one Inception pass)."""
+    def update(self, images: Tensor, real: bool, labels: Tensor | None = None) -> None:
+        """Adds uint8 (N, 3, H, W) images to every metric (one Inception pass); intra-class FID takes the
+        images' class ``labels`` (none: it skips them)."""
         for metric in self.metrics:
-            metric.update(images, real=real)
+            if metric is not self.intra_fid:
+                metric.update(images, real=real)
+            elif labels is not None:
+                metric.update(images, labels, real=real)
 
     def compute(self) -> dict[str, Tensor]:
         """Every enabled metric: ``fid``, ``kid_mean``/``kid_std``, ``is_mean``/``is_std``, ``precision``,
@@ -128,6 +136,8 @@ class ImageMetricSuite:
             out["fid_std"] = self.fid.bootstrap(self.options.bootstrap, self.options.seed)
         if self.options.fid_infinity:
             out["fid_inf"] = self.fid.infinity(seed=self.options.seed)
+        if self.intra_fid is not None:
+            out.update(self.intra_fid.compute())
         return {key: value.float() for key, value in out.items()}
 
     def reset(self) -> None:
@@ -170,6 +180,8 @@ class ImageMetricSuite:
             out["precision_recall"] = {"samples": samples, "real_images": real, "k": opts.prc_k}
         if self.prdc is not None and opts.density_coverage:
             out["density_coverage"] = {"samples": samples, "real_images": real, "k": opts.density_coverage_k}
+        if self.intra_fid is not None and self.intra_fid.counts:
+            out["intra_fid"] = {"real_images_and_samples_per_class": self.intra_fid.counts}
         return out
 
     # ---- reference statistics files ----

@@ -52,6 +52,16 @@ class ClassConditional:
         return labels.to(self.device)
 
 
+def is_conditional(model: object) -> bool:
+    """Whether ``model`` is a class-conditional family trained on labels (callbacks draw samples per class)."""
+    return isinstance(model, ClassConditional) and model.conditional
+
+
+def balanced_labels(start: int, stop: int, num_classes: int) -> torch.Tensor:
+    """Labels of samples ``start .. stop - 1`` of an evaluation: the classes in turn (equal counts)."""
+    return torch.arange(start, stop) % num_classes
+
+
 def check_num_classes(num_classes: int | None, **nets: Any) -> None:
     """The networks of a family are conditional on the same classes as the model (config interpolations)."""
     for name, net in nets.items():
