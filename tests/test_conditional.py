@@ -152,7 +152,7 @@ GUIDED_DIGITS = [  # a class-conditional DDPM on 8 px digits: draws every class 
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 2-6 min on 2 cores: CI leaves it out; the guidance maths is tested above
 def test_guided_samples_are_recognised_as_the_class_asked_for(tmp_path):
     run = tmp_path / "run"
     run_script("train.py", [*GUIDED_DIGITS, f"hydra.run.dir={run}"], tmp_path)
