@@ -7,12 +7,14 @@ callbacks (checkpointing, lr monitor, divergence guard, ...) and progress bar, v
 loop instantiates the same model and datamodule from that config and does each batch's math by calling
 the module's own methods (``training_loss``, ``update_averages``; the GAN's D and G losses), with the
 optimizers and LR schedules of its own ``build_optimizers``. The sides alternate for several
-rounds; the best time of each is compared over the same batches after a warm-up. Besides the ratio, the
+rounds; the best time of each is compared over the same batches after a warm-up: a window of about 8 s of
+the plain loop (at least 40 batches), so a fast model's ratio is not a second's noise. Besides the ratio, the
 fixed cost genlab adds per batch (ms) is reported: the ratio of any other model follows from its step time.
 
     python bench/train_overhead.py [--family gan] [--data ../shared/data/tinyshakespeare/input.txt] [--quick]
 """
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -154,18 +156,28 @@ def hook_costs(cfg: DictConfig, batches: int) -> dict[str, float]:
     return {a: round(ms, 3) for a, ms in sorted(costs.items(), key=lambda kv: -kv[1]) if ms >= 0.02}
 
 
-def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int) -> dict:
-    optimizer_steps = (warmup + steps) * FAMILIES[family].steps_per_batch
-    cfg = compose_train(
+def family_config(family: str, data: Path, batches: int) -> DictConfig:
+    """The family's train config for ``batches`` batches, validation off."""
+    return compose_train(
         [
             *overrides(family),
             *([f"data.path={data}"] if FAMILIES[family].modality == "text" else []),
             "++trainer.limit_val_batches=0",
             "trainer.num_sanity_val_steps=0",
             "trainer.max_epochs=-1",
-            f"trainer.max_steps={optimizer_steps}",
+            f"trainer.max_steps={batches * FAMILIES[family].steps_per_batch}",
         ]
     )
+
+
+def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, seconds: float) -> dict:
+    """Alternating rounds of both sides. With ``seconds``, the timed window is first stretched to about that
+    long on the plain side (at least ``steps`` batches), so fast and slow models are timed alike."""
+    cfg = family_config(family, data, warmup + steps)
+    if seconds:
+        per_batch = plain_seconds(family, cfg, warmup, steps) / steps
+        steps = max(steps, math.ceil(seconds / per_batch))
+        cfg = family_config(family, data, warmup + steps)
     times: dict[str, list[float]] = {"plain": [], "genlab": []}
     for r in range(rounds):
         times["plain"].append(plain_seconds(family, cfg, warmup, steps))
@@ -175,6 +187,7 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int) 
     costs = hook_costs(cfg, warmup + steps)
     return {
         "batch_size": cfg.data.batch_size,
+        "timed_batches": steps,
         "plain_steps_per_s": round(plain, 2),
         "genlab_steps_per_s": round(ours, 2),
         "ratio": round(ours / plain, 3),
@@ -190,16 +203,17 @@ def main() -> None:
     parser.add_argument("--family", choices=list(FAMILIES), help="one family (default: all)")
     parser.add_argument("--data", default=str(SHAKESPEARE), help="tiny shakespeare input.txt (gpt)")
     args = parser.parse_args()
-    warmup, steps, rounds = (3, 10, 1) if args.quick else (5, 40, 5)
+    warmup, steps, rounds, seconds = (3, 10, 1, 0.0) if args.quick else (5, 40, 5, 8.0)
     families = [args.family] if args.family else list(FAMILIES)
     result: dict[str, Any] = {
         "warmup_batches": warmup,
-        "timed_batches": steps,
+        "min_timed_batches": steps,
+        "timed_seconds": seconds,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
     }
     for family in families:
-        result[family] = bench_family(family, Path(args.data), warmup, steps, rounds)
+        result[family] = bench_family(family, Path(args.data), warmup, steps, rounds, seconds)
     ratios = ", ".join(f"{f} {result[f]['ratio']:.2f}" for f in families)
     name = "train_overhead" + (f"_{args.family}" if args.family else "")
     report(name, args.quick, result, f"train overhead (genlab/plain steps/s): {ratios}")

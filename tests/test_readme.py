@@ -251,6 +251,7 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
     args = [point_at_run(a, places) for a in args]
     cfg = composed(args) if script == "src/train.py" else None
     args = [point_at_test_data(a, cfg, places) for a in args]
+    args = [a.replace("sqlite:///outputs/", f"sqlite:///{tmp_path}/") for a in args]  # a fresh Optuna study
     family = family or family_of(args, cfg)
     small = small_overrides(script, args, cfg, family)
     run, sweep = tmp_path / "run", tmp_path / "sweep"

@@ -3,6 +3,10 @@
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -90,3 +94,95 @@ def test_submitit_launcher_runs_jobs(tmp_path):
     run_script("train.py", args, tmp_path)
     assert [r["status"] for r in summary(tmp_path)] == ["completed", "completed"]
     assert list((tmp_path / ".submitit").glob("*")), "jobs went through submitit"
+
+
+# The VAE's quickest settings for sweeps (QUICK minus the GAN's widths and the CPU trainer).
+VAE_QUICK = [
+    *(a for a in QUICK if not a.startswith(("model.", "trainer=", "optimized_metric="))),
+    "model=vae",
+    "model.encoder.width=8",
+    "model.decoder.width=8",
+]
+
+
+def sweep_output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("ddp", ["trainer=ddp_cpu", "trainer.devices=2"])
+def test_multirun_of_ddp_jobs_has_one_row_per_job(ddp, tmp_path):
+    """Lightning starts DDP rank 1 by re-running the command: in a multirun it must run its job, not the sweep."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=1,2", *VAE_QUICK, ddp, "optimized_metric=null", f"hydra.sweep.dir={sweep}"]
+    run_script("train.py", [*args, f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    assert len((sweep / "jobs.jsonl").read_text().splitlines()) == 2, "one record per job, not per rank"
+    rows = summary(sweep)
+    assert [(r["job"], r["status"]) for r in rows] == [(0, "completed"), (1, "completed")]
+    assert all("val/nelbo" in r["metrics"] for r in rows), "rank 0's metrics"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert not (tmp_path / "logs").exists(), "no process ran a sweep or run of its own elsewhere"
+    for job in ("0", "1"):
+        hparams = yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
+        assert f"seed={int(job) + 1}" in hparams
+
+
+def test_optuna_sweep_of_ddp_jobs_runs_n_trials_once(tmp_path):
+    """Optuna under DDP: exactly n_trials trials in the persistent study, one 'Best value', rank 0's metric."""
+    import optuna
+
+    sweep, db = tmp_path / "sweep", tmp_path / "optuna.db"
+    args = [
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        *VAE_QUICK,
+        "trainer=ddp_cpu",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    output = sweep_output(run_script("train.py", args, tmp_path))
+    study = optuna.load_study(study_name="vae", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    rows = summary(sweep)
+    assert len(rows) == 2
+    assert study.best_value == pytest.approx(min(r["metrics"]["val/nelbo"] for r in rows))
+    assert output.count("Best value") == 1
+    assert "alembic" not in output, "the storage layer's set-up lines stay out of the log"
+
+
+def test_stopped_optuna_sweep_resumes_with_the_missing_trials(tmp_path):
+    """SIGTERM to a sweep in its second trial, then the same command: 3 completed trials in all, the
+    interrupted one recorded as failed, the completed one not repeated."""
+    import optuna
+
+    db = tmp_path / "optuna.db"
+    args = [
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        *VAE_QUICK,
+        "trainer=cpu",
+        "trainer.max_epochs=40",  # a trial of several seconds, to be stopped in
+    ]
+    first, second = tmp_path / "first", tmp_path / "second"
+    env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *args, f"hydra.sweep.dir={first}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (first / "1").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output[-3000:]
+    study = optuna.load_study(study_name="vae", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"], output[-3000:]
+    assert "Trial 1 interrupted" in output
+
+    resumed = sweep_output(run_script("train.py", [*args, f"hydra.sweep.dir={second}"], tmp_path))
+    assert "2 more" in resumed
+    study = optuna.load_study(study_name="vae", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [r["job"] for r in summary(second)] == [2, 3], "jobs numbered after the first run's"
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4, "no trial's parameters repeated"

@@ -213,3 +213,37 @@ def test_overfit_fits_its_batches(tmp_path):
 def test_test_stage_logs_test_namespace(tmp_path):
     metrics = train(compose_train([*QUICK, "test=true", "+trainer.limit_test_batches=2"], tmp_path))
     assert {"test/d_x", "test/d_g_z", "val/d_x"} <= set(metrics)
+
+
+def test_progress_bar_updates_at_its_rate_and_ends_on_the_last_batch(monkeypatch):
+    """The training bar takes counts at most ``refresh_rate`` times a second, yet ends each epoch at the
+    epoch's true count (a real Trainer, 200 fast batches per epoch)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import RichProgressBar
+    from pytorch_lightning.demos.boring_classes import BoringModel, RandomDataset
+
+    from genlab.callbacks.progress import ProgressBar
+
+    updates: list[int] = []
+    original = RichProgressBar.on_train_batch_end
+
+    def spy(self, trainer, pl_module, outputs, batch, batch_idx):
+        updates.append(batch_idx + 1)
+        original(self, trainer, pl_module, outputs, batch, batch_idx)
+
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", spy)
+    bar = ProgressBar(refresh_rate=2)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_val_batches=0,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    model = BoringModel()
+    model.train_dataloader = lambda: torch.utils.data.DataLoader(RandomDataset(32, 400), batch_size=2)
+    trainer.fit(model)
+    assert updates.count(200) == 2  # every epoch's last batch
+    assert 2 <= len(updates) < 40  # not once per batch (400)
+    assert 1 in updates  # the first batch shows at once

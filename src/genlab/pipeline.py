@@ -31,6 +31,7 @@ from genlab.data.text import TokenizedDataModule
 from genlab.interfaces import ImageGenerator, ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel
 from genlab.sample_eval import evaluate_samples, export_reference
+from genlab.utils import ddp_launch
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
@@ -78,13 +79,14 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         logger.log_hyperparams(config)
 
     try:
-        if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics = scalar_metrics(trainer.callback_metrics)
-        if cfg.get("test"):  # test/ metrics of the best checkpoint (the last weights without one)
-            best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            metrics.update(scalar_metrics(trainer.callback_metrics))
+        with ddp_launch.job_processes(trainer):
+            if cfg.get("train", True):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics = scalar_metrics(trainer.callback_metrics)
+            if cfg.get("test"):  # test/ metrics of the best checkpoint (the last weights without one)
+                best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+                metrics.update(scalar_metrics(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
     write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
@@ -370,8 +372,10 @@ def select_metrics(cfg: DictConfig, model: GenerativeModel) -> ImageMetrics | No
 
 
 def configure_ddp(trainer: pl.Trainer, model: GenerativeModel) -> None:
-    """DDP looks for unused parameters only where the model declares it needs to (unless the config says)."""
+    """DDP looks for unused parameters only where the model declares it needs to (unless the config says);
+    the processes of a multirun job run that job (:mod:`genlab.utils.ddp_launch`)."""
     if isinstance(trainer.strategy, DDPStrategy):
+        ddp_launch.install()
         trainer.strategy._ddp_kwargs.setdefault("find_unused_parameters", model.ddp_find_unused_parameters)
 
 

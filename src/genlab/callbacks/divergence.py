@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import math
 
 import pytorch_lightning as pl
 import torch
@@ -50,10 +51,9 @@ class DivergenceGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = pl_module.gradient_check(optimizer)  # finite iff every gradient is; reused by norm clipping
-        loss_finite = torch.isfinite(self.loss).all()
-        finite = bool(loss_finite & torch.isfinite(grads))  # one host sync per step
+        finite = math.isfinite(float(grads + self.loss.float().sum()))  # one host sync per step
         scaler = grad_scaler(trainer)
-        if not finite and scaler is not None and bool(loss_finite):
+        if not finite and scaler is not None and bool(torch.isfinite(self.loss).all()):
             return  # the scaler's overflow: it skips this step and lowers its scale
         if finite:
             self.consecutive = 0

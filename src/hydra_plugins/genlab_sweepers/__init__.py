@@ -1,0 +1,1 @@
+"""genlab's Hydra sweepers (Hydra finds plugins in the ``hydra_plugins`` namespace package only)."""
