@@ -193,3 +193,25 @@ def test_missing_dataset_says_where_and_what(tmp_path, make, needle):
 def test_bad_batch_size_is_rejected():
     with pytest.raises(ValueError, match="data.batch_size must be a positive integer"):
         DigitsDataModule(batch_size=0)
+
+
+def test_dynamic_binarisation_of_mnist(mnist_root):
+    """data.binarize=dynamic: 0/1 pixels whose mean is the grey level; training draws anew at each read,
+    val and test keep one seeded sample per image (the same in a second datamodule)."""
+    dm = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, binarize="dynamic", seed=5)
+    grey = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, seed=5)
+    dm.setup(), grey.setup()
+    reads = torch.stack([dm.train_set[7] for _ in range(400)])
+    assert set(reads.unique().tolist()) == {-1.0, 1.0}
+    assert not torch.equal(reads[0], reads[1]), "a new sample at each read"
+    intensity = (grey.train_set[7] + 1) / 2
+    assert (((reads + 1) / 2).mean(0) - intensity).abs().max() < 0.12, "E[pixel] = its grey level"
+    again = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, binarize="dynamic", seed=5)
+    again.setup()
+    for split in ("val_set", "test_set"):
+        fixed = getattr(dm, split)
+        assert torch.equal(fixed[3], fixed[3]) and torch.equal(fixed[3], getattr(again, split)[3])
+        assert not torch.equal(fixed[3], fixed[4])
+    assert dm.split_id("test") != grey.split_id("test"), "cached statistics keep the two apart"
+    with pytest.raises(ConfigError, match="data.binarize='static' is unknown"):
+        MNISTDataModule(root=str(mnist_root), binarize="static")

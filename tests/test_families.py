@@ -15,7 +15,7 @@ from genlab.models.diffusion import Diffusion
 from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
 from genlab.nets.flow import CouplingFlow
 from genlab.nets.unet import UNet
-from genlab.nets.vae import Decoder, Encoder
+from genlab.nets.vae import Decoder, Encoder, MLPDecoder, MLPEncoder
 from genlab.pipeline import train
 from tests.conftest import QUICK, SMALL, compose_train, quick_run, run_script
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
@@ -228,10 +228,13 @@ def test_discretized_gaussian_is_a_distribution_over_256_bins():
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized_gaussian"])
-def test_importance_weighted_bound_is_tighter_than_elbo(likelihood):
+@pytest.mark.parametrize("nets", [(Encoder, Decoder), (MLPEncoder, MLPDecoder)])
+def test_importance_weighted_bound_is_tighter_than_elbo(likelihood, nets):
     torch.manual_seed(0)
-    model = VAE(Encoder(1, 16, 4, 8), Decoder(1, 16, 4, 8), latent_dim=4, likelihood=likelihood).eval()
+    encoder, decoder = (net(1, 16, 4, 8) for net in nets)  # conv (width 8) or MLP (8 hidden units, 28 px ok)
+    model = VAE(encoder, decoder, latent_dim=4, likelihood=likelihood).eval()
     x = torch.rand(16, 1, 16, 16) * 2 - 1
+    assert model.decoder(torch.zeros(2, 4)).shape == (2, 1, 16, 16)
     with torch.no_grad():
         nelbo = torch.stack([model.elbo_terms(x)["nelbo"] for _ in range(20)]).mean()
     assert model.importance_weighted_nll(x, k=64).mean() < nelbo
@@ -249,3 +252,16 @@ def test_flow_is_invertible_and_its_log_det_is_the_jacobians():
     for i in range(3):
         jacobian = torch.autograd.functional.jacobian(lambda v: net(v.view(1, 1, 4, 4))[0][0], x[i].flatten())
         assert log_det[i].item() == pytest.approx(torch.linalg.slogdet(jacobian)[1].item(), abs=1e-4)
+
+
+def test_bernoulli_vae_sees_only_the_binarised_image():
+    """Under the Bernoulli likelihood the encoder reads the binarised image it is scored on, so grey levels
+    carry no extra information: the bounds of an image and of its binarisation are equal."""
+    model = VAE(MLPEncoder(1, 8, 4, 16), MLPDecoder(1, 8, 4, 16), latent_dim=4, likelihood="bernoulli").eval()
+    grey = torch.rand(6, 1, 8, 8) * 2 - 1
+    binary = (grey > 0).float() * 2 - 1
+    bounds = []
+    for x in (grey, binary):
+        torch.manual_seed(3)
+        bounds.append(model.importance_weighted_nll(x, k=8))
+    assert torch.equal(*bounds)

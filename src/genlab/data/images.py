@@ -40,6 +40,24 @@ class UInt8Images(Dataset):
         return image if self.labels is None else (image, self.labels[i])
 
 
+class Binarized(Dataset):
+    """Images in [-1, 1] as Bernoulli samples of their intensity, in {-1, 1} (dynamic binarisation):
+    drawn anew at every access, or, with ``seed``, one fixed sample per image (a binarised eval split)."""
+
+    def __init__(self, dataset: Dataset, seed: int | None = None):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        item = self.dataset[i]
+        image, label = item if isinstance(item, tuple) else (item, None)
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        binary = torch.bernoulli(image.add(1).div_(2).clamp_(0, 1), generator=generator).mul_(2).sub_(1)
+        return binary if label is None else (binary, label)
+
+
 class ImageFiles(Dataset):
     """Image files decoded on access, converted to ``channels``, center-cropped and resized; with ``labels``
     (one per file), (image, label) pairs."""
@@ -102,6 +120,10 @@ class ImageDataModule(GenlabDataModule):
 
     ``labels=true`` yields (image, class index) pairs from datasets that have labels; their
     :attr:`class_names` and ``num_classes`` (:meth:`model_inputs`) reach the model through the pipeline.
+
+    ``binarize=dynamic``: pixels are Bernoulli samples of their intensity, drawn anew each time a training
+    image is read; val and test images are binarised once (seeded by ``seed``), the usual protocol of
+    likelihoods on binarised MNIST.
     """
 
     name = "images"
@@ -122,8 +144,11 @@ class ImageDataModule(GenlabDataModule):
         test_fraction: float = 0.0,
         seed: int = 0,
         labels: bool = False,
+        binarize: str | None = None,
     ):
         super().__init__()
+        if binarize not in (None, "dynamic"):
+            raise ConfigError(f"data.binarize={binarize!r} is unknown: use dynamic, or null for grey levels")
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
         if channels not in (1, 3):
@@ -141,7 +166,7 @@ class ImageDataModule(GenlabDataModule):
         self.resolution, self.channels = resolution, channels
         self.batch_size, self.download = batch_size, download
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
-        self.labels = labels
+        self.labels, self.binarize = labels, binarize
         self.class_names: list[str] | None = None  # set by load_splits when labels are read
         self.num_workers = self.default_workers if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -164,6 +189,8 @@ class ImageDataModule(GenlabDataModule):
         selection = [str(self.root and self.root.resolve()), getattr(self, "crop", None)]
         if not self._is_official(split):
             selection += [self.seed, self.val_fraction, self.test_fraction]
+        if self.binarize:
+            selection += [self.binarize, self.seed]
         digest = hashlib.sha256(repr(selection).encode()).hexdigest()[:8]
         return f"{self.name}-{split}{len(dataset)}-{self.channels}x{self.resolution}px-{digest}"
 
@@ -189,7 +216,11 @@ class ImageDataModule(GenlabDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set, self.test_set = self.load_splits()
+            train, val, test = self.load_splits()
+            if self.binarize:
+                train, val = Binarized(train), Binarized(val, self.seed)
+                test = test and Binarized(test, self.seed)
+            self.train_set, self.val_set, self.test_set = train, val, test
 
     def _require_root(self, layout: str) -> Path:
         if self.root is None:

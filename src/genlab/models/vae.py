@@ -56,6 +56,11 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
     def _target(self, x: torch.Tensor) -> torch.Tensor:
         return (x > 0).float() if self.hparams.likelihood == "bernoulli" else x
 
+    def _observed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees of ``x``: under ``bernoulli``, the binarised image (in {-1, 1}), so the encoder
+        reads exactly the data the likelihood scores, not grey levels beside it."""
+        return x.gt(0).to(x.dtype).mul(2).sub(1) if self.hparams.likelihood == "bernoulli" else x
+
     def log_likelihood(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) summed over pixels, in nats, (B,)."""
         kind, params, x = self.hparams.likelihood, params.float(), x.float()
@@ -78,7 +83,7 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
     # ---- model ----
     def elbo_terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         target = self._target(x)
-        mean, logvar = self.encoder(x, labels)
+        mean, logvar = self.encoder(self._observed(x), labels)
         mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()  # reparameterisation trick
         recon = -self.log_likelihood(self.decoder(z, labels), target).mean()
@@ -92,7 +97,7 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
     ) -> torch.Tensor:
         """-log p(x[|y]) estimated with k importance samples (Burda et al. 2016), nats per image, (B,)."""
         target = self._target(x)
-        mean, logvar = (t.float() for t in self.encoder(x, labels))
+        mean, logvar = (t.float() for t in self.encoder(self._observed(x), labels))
         std = (0.5 * logvar).exp()
         log_w = []
         for _ in range(k):
@@ -118,7 +123,7 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.mean(self.decoder(self.encoder(x, labels)[0], labels))
+        return self.mean(self.decoder(self.encoder(self._observed(x), labels)[0], labels))
 
     # ---- training ----
     def kl_weight(self, step: int) -> float:

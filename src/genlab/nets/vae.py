@@ -1,4 +1,5 @@
-"""Convolutional VAE encoder/decoder, sized from resolution and channels (DCGAN-style 4x4 bottleneck).
+"""VAE encoders/decoders: convolutional, sized from resolution and channels (DCGAN-style 4x4 bottleneck),
+and the fully connected ones of Burda et al. 2016 (any resolution, e.g. 28 px MNIST).
 
 With ``num_classes`` both take the class as a one-hot vector beside their input (CVAE, Sohn et al. 2015):
 q(z|x, y) and p(x|z, y).
@@ -76,3 +77,57 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(self.fc(with_class(z, labels, self.num_classes)).view(-1, *self.start))
+
+
+def mlp(dims: list[int]) -> nn.Sequential:
+    """Linear layers ``dims[0] -> ... -> dims[-1]`` with tanh between them (Burda et al.'s networks)."""
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(dims, dims[1:]):
+        layers += [nn.Linear(d_in, d_out), nn.Tanh()]
+    return nn.Sequential(*layers[:-1])
+
+
+class MLPEncoder(nn.Module):
+    """Flattened image[, labels] -> (mean, log-variance), ``depth`` hidden layers of ``width`` units
+    (IWAE's one-stochastic-layer VAE: width 200, depth 2)."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        resolution: int = 28,
+        latent_dim: int = 50,
+        width: int = 200,
+        depth: int = 2,
+        num_classes: int | None = None,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = mlp([channels * resolution**2 + (num_classes or 0), *[width] * depth, 2 * latent_dim])
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        intensity = x.flatten(1).add(1).div(2)  # [-1, 1] -> [0, 1]: binarised pixels enter as 0/1, as in IWAE
+        mean, logvar = self.net(with_class(intensity, labels, self.num_classes)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+
+class MLPDecoder(nn.Module):
+    """z[, labels] -> per-pixel parameters (B, channels, R, R), ``depth`` hidden layers of ``width`` units."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        resolution: int = 28,
+        latent_dim: int = 50,
+        width: int = 200,
+        depth: int = 2,
+        num_classes: int | None = None,
+    ):
+        super().__init__()
+        self.num_classes, self.channels = num_classes, channels
+        self.shape = (channels, resolution, resolution)
+        self.net = mlp([latent_dim + (num_classes or 0), *[width] * depth, channels * resolution**2])
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(with_class(z, labels, self.num_classes)).view(-1, *self.shape)

@@ -63,7 +63,7 @@ def job_processes(trainer: pl.Trainer) -> Iterator[None]:
     try:
         yield
     finally:
-        launcher = getattr(trainer.strategy, "launcher", None)
+        launcher = trainer.strategy.launcher
         children = launcher.procs if isinstance(launcher, _SubprocessScriptLauncher) else []
         if children:
             for child in children:
