@@ -14,16 +14,17 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import SumMetric
 
 from genlab.errors import ConfigError
-from genlab.interfaces import ImageGenerator, Reconstructor, reject_conditions
+from genlab.interfaces import ImageGenerator, Reconstructor, ReportsProtocol, reject_conditions
 from genlab.models import GenerativeModel, OptimizerFactory
 from genlab.models.conditioning import ClassConditional, check_num_classes
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
 
 
-class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
+class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor, ReportsProtocol):
     fallback_metric = "val/nelbo"
     progress_bar = ("recon", "kl", "nelbo", "bpd")
 
@@ -49,6 +50,8 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
             raise ConfigError(f"model.likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
         self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
         self.encoder, self.decoder = encoder, decoder
+        self.iw_images = SumMetric()  # images the importance-weighted NLL was averaged over (all ranks)
+        self._protocol: dict[str, dict] = {}
         if likelihood != "bernoulli":  # learned per-channel pixel scale
             self.log_scale = nn.Parameter(torch.full((decoder.channels,), -2.0))
 
@@ -143,8 +146,25 @@ class VAE(ClassConditional, GenerativeModel, ImageGenerator, Reconstructor):
         if self.hparams.iw_samples:
             iw_nll = self.importance_weighted_nll(x, self.hparams.iw_samples, labels).mean()
             metrics.update({"iw_nll": iw_nll, "iw_bpd": iw_nll / (x[0].numel() * math.log(2))})
+            self.iw_images.update(x.shape[0])
         prefix = self.eval_prefix
         self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.iw_samples and not self.trainer.sanity_checking:
+            prefix = self.eval_prefix
+            self._protocol[f"{prefix}/iw_nll"] = {
+                "estimator": "importance-weighted, -log mean_k p(x, z_k) / q(z_k | x) (Burda et al. 2016)",
+                "samples_per_image": self.hparams.iw_samples,
+                "split": prefix,
+                "images": int(self.iw_images.compute()),
+                "units": "nats per image",
+            }
+        self.iw_images.reset()
+
+    def protocol(self) -> dict[str, dict]:
+        """How the last importance-weighted NLL was measured (estimator, k, split, image count); {} without one."""
+        return {name: dict(entry) for name, entry in self._protocol.items()}
 
 
 def discretized_gaussian_log_likelihood(
