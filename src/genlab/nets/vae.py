@@ -19,6 +19,12 @@ def with_class(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int | 
     return torch.cat([h, F.one_hot(labels, num_classes).to(h.dtype)], dim=1)
 
 
+def gaussian(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder's output (B, 2 * latent_dim) as q(z|x)'s (mean, log-variance), the latter kept in range."""
+    mean, logvar = h.chunk(2, dim=1)
+    return mean, logvar.clamp(-30.0, 20.0)
+
+
 class Encoder(nn.Module):
     """image[, labels] -> (mean, log-variance) of q(z|x[, y]), each (B, latent_dim)."""
 
@@ -43,8 +49,7 @@ class Encoder(nn.Module):
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.head(with_class(self.net(x), labels, self.num_classes)).chunk(2, dim=1)
-        return mean, logvar.clamp(-30.0, 20.0)
+        return gaussian(self.head(with_class(self.net(x), labels, self.num_classes)))
 
 
 class Decoder(nn.Module):
@@ -108,8 +113,7 @@ class MLPEncoder(nn.Module):
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         intensity = x.flatten(1).add(1).div(2)  # [-1, 1] -> [0, 1]: binarised pixels enter as 0/1, as in IWAE
-        mean, logvar = self.net(with_class(intensity, labels, self.num_classes)).chunk(2, dim=1)
-        return mean, logvar.clamp(-30.0, 20.0)
+        return gaussian(self.net(with_class(intensity, labels, self.num_classes)))
 
 
 class MLPDecoder(nn.Module):
