@@ -170,7 +170,7 @@ def family_config(family: str, data: Path, batches: int) -> DictConfig:
     )
 
 
-def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, seconds: float) -> dict:
+def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, seconds: float = 0.0) -> dict:
     """Alternating rounds of both sides. With ``seconds``, the timed window is first stretched to about that
     long on the plain side (at least ``steps`` batches), so fast and slow models are timed alike."""
     cfg = family_config(family, data, warmup + steps)
