@@ -228,6 +228,7 @@ def small_overrides(script: str, args: list[str], cfg: DictConfig | None, family
         extra = ["++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]
         if family != "gpt":
             extra += ["num_samples=8", "+overrides.metrics.max_real=8", "+overrides.metrics.batch_size=8"]
+        extra += ["+overrides.model.iw_samples=20"] if any("iw_samples" in a for a in args) else []
         return extra
     return ["num_samples=4", "max_new_tokens=8", "batch_size=4"]  # src/sample.py
 
