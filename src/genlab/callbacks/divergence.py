@@ -49,17 +49,15 @@ class DivergenceGuard(pl.Callback):
         )
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = pl_module.gradient_check(optimizer)  # finite iff every gradient is; reused by norm clipping
-        finite = math.isfinite(float(grads + self.loss.float().sum()))  # one host sync per step
-        scaler = grad_scaler(trainer)
-        if not finite and scaler is not None and bool(torch.isfinite(self.loss).all()):
-            return  # the scaler's overflow: it skips this step and lowers its scale
-        if finite:
+        if math.isfinite(float(grads + self.loss.float().sum())):  # the step's one host sync
             self.consecutive = 0
             if self.policy == "rollback" and trainer.global_step % self.snapshot_every == 0:
                 self._take_snapshot(trainer, pl_module)
             return
+        scaler = grad_scaler(trainer)
+        if scaler is not None and bool(torch.isfinite(self.loss).all()):
+            return  # the scaler's overflow: it skips this step and lowers its scale
         self.bad_steps += 1
         self.consecutive += 1
         loss = float(self.loss) / (scaler.get_scale() if scaler is not None else 1.0)  # the loss backward saw
@@ -70,8 +68,7 @@ class DivergenceGuard(pl.Callback):
                 "so far are intact; resume from one with a lower model.lr, gradient clipping, or "
                 "callbacks.divergence.policy=skip|rollback."
             )
-        for p in params:  # either policy drops this step's update
-            p.grad = None
+        optimizer.zero_grad(set_to_none=True)  # either policy drops this step's update
         if self.policy == "rollback" and self.snapshot is not None:
             pl_module.load_state_dict(self.snapshot["model"])
             for opt, state in zip(trainer.optimizers, self.snapshot["optimizers"]):
