@@ -19,11 +19,16 @@ SHARED = Path(os.environ.get("GENLAB_SHARED", ROOT.parent / "shared"))  # real d
 SHAKESPEARE = SHARED / "data/tinyshakespeare/input.txt"
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with ``overrides``, as `src/train.py` composes it."""
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """conf/<name>.yaml with ``overrides``, as `src/<name>.py` composes it."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        return compose(name, overrides=overrides)
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with ``overrides``, as `src/train.py` composes it."""
+    return compose_config("train", overrides)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,13 @@
 Same data, batch size, optimizer steps, learning rate and network size on both sides, this machine, one
 metric path. Peers are bench extras (``pip install -e ".[bench]"``), never runtime dependencies.
 
+- ``gan``: genlab's DCGAN (``experiment=gan_mnist``: non-saturating loss, Adam (0.5, 0.999), EMA generator) vs
+  torchgan's DCGAN generator/discriminator of the same width trained by torchgan's ``Trainer`` with its
+  non-saturating minimax losses, MNIST at 32 px, the same batches. FID/KID of both through `eval.py samples=`
+  against the test split; genlab's raw (non-EMA) generator is scored beside its EMA one.
+- ``diffusion``: genlab's DDPM (``experiment=diffusion_mnist`` at a narrower UNet) vs denoising-diffusion-pytorch's
+  ``Unet`` + ``GaussianDiffusion`` set to genlab's objective (eps), schedule (linear, T=1000) and sampler
+  (DDIM, 50 steps), trained by its own ``Trainer`` (EMA, clipping) from a folder of the same images.
 - ``vae``: genlab's VAE (``experiment=vae_mnist_nll``'s 784-200-200-50 tanh MLPs, Bernoulli likelihood,
   trained by ``src/train.py``'s pipeline) vs pythae's ``VAE`` with the same two networks (pythae's
   ``BaseEncoder``/``BaseDecoder``) trained by pythae's own ``TrainingPipeline``. MNIST at 28 px binarised at
@@ -14,7 +21,7 @@ metric path. Peers are bench extras (``pip install -e ".[bench]"``), never runti
   same AdamW groups (decay on matrices), betas, warm-up and cosine schedule; validation loss on the same
   batches, and training tokens/s.
 
-    python bench/quality.py --family vae|gpt [--quick]
+    python bench/quality.py --family gan|vae|diffusion|gpt [--quick]
 """
 
 import copy
@@ -25,22 +32,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SHAKESPEARE, SHARED, compose_train  # noqa: E402
+from _common import SHAKESPEARE, SHARED, compose_config, compose_train  # noqa: E402
 from _results import bench_parser, report  # noqa: E402
 
 from genlab.checkpoints import load_checkpoint  # noqa: E402
+from genlab.metrics.inception import to_uint8  # noqa: E402
 from genlab.models.schedules import make_schedule  # noqa: E402
 from genlab.nets.vae import mlp  # noqa: E402
 from genlab.pipeline import fill_model_inputs, train  # noqa: E402
+from genlab.sample_eval import evaluate_samples  # noqa: E402
 
 
 def genlab_run(cfg: DictConfig, out: Path) -> tuple[Any, Any, float]:
@@ -303,7 +314,253 @@ def bench_gpt(quick: bool) -> dict:
     }
 
 
-FAMILIES = {"vae": bench_vae, "gpt": bench_gpt}
+# ---- image metrics of both sides: `eval.py samples=` ----
+FID_WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
+
+
+def fid_of(
+    images: torch.Tensor, data: list[str], out: Path, split: str = "test", max_real: int = 10_000
+) -> dict[str, float]:
+    """FID and KID of ``images`` ([-1, 1], (N, C, H, W)) against ``split`` of ``data``, through genlab's own
+    path for samples from anywhere (`python src/eval.py samples=<npz> data=...`): one Inception, the same
+    cached real statistics for both sides."""
+    path = out / f"samples_{len(list(out.glob('samples_*.npz')))}.npz"
+    np.savez(path, samples=to_uint8(images)[:, :1].permute(0, 2, 3, 1).numpy())
+    cfg = compose_config(
+        "eval",
+        [
+            f"samples={path}",
+            *data,
+            f"split={split}",
+            "image_metrics=default",
+            f"metrics.fid.weights_path={FID_WEIGHTS}",
+            "metrics.fid.download=false",
+            f"metrics.max_real={max_real}",
+            f"metrics.kid.subset_size={min(1000, len(images), max_real)}",
+        ],
+    )
+    metrics = evaluate_samples(cfg)
+    return {"fid": round(metrics[f"{split}/fid"], 2), "kid": round(metrics[f"{split}/kid_mean"], 4)}
+
+
+@torch.no_grad()
+def in_batches(draw, num: int, batch: int = 250) -> torch.Tensor:
+    """``num`` samples from ``draw(n)``, ``batch`` at a time."""
+    return torch.cat([draw(min(batch, num - i)) for i in range(0, num, batch)])
+
+
+def mnist(resolution: int) -> list[str]:
+    return ["data=mnist", f"data.root={SHARED / 'data'}", f"data.resolution={resolution}"]
+
+
+# ---- GAN vs torchgan ----
+def bench_gan(quick: bool) -> dict:
+    """genlab's DCGAN (``experiment=gan_mnist``) vs torchgan's ``DCGANGenerator``/``DCGANDiscriminator``
+    trained by torchgan's own ``Trainer`` with its non-saturating minimax losses."""
+    import os
+
+    os.environ.setdefault("TENSORBOARD_LOGGING", "0")
+    os.environ.setdefault("VISDOM_LOGGING", "0")
+    from torchgan.losses import MinimaxDiscriminatorLoss, MinimaxGeneratorLoss
+    from torchgan.models import DCGANDiscriminator, DCGANGenerator
+    from torchgan.trainer import Trainer
+
+    steps, batch, lr, num = (10, 64, 2e-4, 32) if quick else (1000, 128, 2e-4, 2000)
+    real_images = 64 if quick else 10_000  # of the test split, for the real statistics (cached)
+    cfg = compose_train(
+        [
+            "experiment=gan_mnist",
+            *mnist(32),
+            f"data.batch_size={batch}",
+            f"trainer.max_steps={2 * steps}",  # a D and a G step per batch
+            "trainer.max_epochs=-1",
+            "metrics=null",
+            "optimized_metric=null",
+            "callbacks.progress_bar=null",
+            "callbacks.sample_grid=null",
+            "++trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0",
+        ]
+    )
+    width = cfg.model.generator.width
+    with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
+        tmp = Path(tmp)
+        ours, datamodule, our_seconds = genlab_run(cfg, tmp / "genlab")
+        datamodule.setup("fit")
+        real = split_tensor(datamodule.train_set, steps * batch)  # the batches genlab's first epoch saw
+
+        pl.seed_everything(cfg.seed, verbose=False)
+        adam = {"lr": lr, "betas": tuple(cfg.model.betas)}
+        models = {
+            "generator": {
+                "name": DCGANGenerator,
+                "args": {
+                    "encoding_dims": cfg.model.generator.latent_dim,
+                    "out_size": 32,
+                    "out_channels": 1,
+                    "step_channels": width,
+                },
+                "optimizer": {"name": torch.optim.Adam, "args": adam},
+            },
+            "discriminator": {
+                "name": DCGANDiscriminator,
+                "args": {"in_size": 32, "in_channels": 1, "step_channels": width},
+                "optimizer": {"name": torch.optim.Adam, "args": adam},
+            },
+        }
+        trainer = Trainer(
+            models,
+            [MinimaxGeneratorLoss(), MinimaxDiscriminatorLoss()],
+            device=torch.device("cpu"),
+            epochs=1,
+            checkpoints=str(tmp / "torchgan" / "gan"),
+            recon=str(tmp / "torchgan" / "images"),
+            log_dir=str(tmp / "torchgan" / "logs"),
+        )
+        # torchgan 0.1.0's epoch-end image grid calls torchvision's make_grid(range=...), removed since: drop it
+        trainer.logger.logger_end_epoch = [
+            v for v in trainer.logger.logger_end_epoch if type(v).__name__ != "ImageVisualize"
+        ]
+        loader = torch.utils.data.DataLoader(real, batch_size=batch, shuffle=True, drop_last=True)
+        start = time.perf_counter()
+        trainer(loader)
+        peer_seconds = time.perf_counter() - start
+        peer = trainer.generator.eval()
+
+        gen = torch.Generator().manual_seed(cfg.seed)
+        ours_ema = fid_of(
+            in_batches(lambda n: ours.sample(n, gen), num), mnist(32), tmp, max_real=real_images
+        )
+        ours_raw = fid_of(
+            in_batches(lambda n: ours.generator(ours.noise(n, gen)).clamp(-1, 1), num),
+            mnist(32),
+            tmp,
+            max_real=real_images,
+        )
+        peer_fid = fid_of(
+            in_batches(lambda n: peer(torch.randn(n, peer.encoding_dims, generator=gen)), num),
+            mnist(32),
+            tmp,
+            max_real=real_images,
+        )
+    return {
+        "data": f"MNIST 32 px; FID/KID of {num} samples vs the test split ({real_images} images)",
+        "budget": f"{steps} D+G steps of batch {batch}, Adam lr {lr} betas {tuple(cfg.model.betas)}",
+        "metric": "FID (lower is better), genlab's metric path (eval.py samples=)",
+        "genlab": {
+            "fid": ours_ema["fid"],
+            "kid": ours_ema["kid"],
+            "fid_without_ema": ours_raw["fid"],
+            "seconds": round(our_seconds, 1),
+            "parameters": parameters(ours.generator) + parameters(ours.discriminator),
+        },
+        "peer": {
+            "name": "torchgan DCGAN",
+            "fid": peer_fid["fid"],
+            "kid": peer_fid["kid"],
+            "seconds": round(peer_seconds, 1),
+            "parameters": parameters(trainer.generator) + parameters(trainer.discriminator),
+        },
+        "fid_ratio": round(ours_ema["fid"] / peer_fid["fid"], 3),
+        "time_ratio": round(our_seconds / peer_seconds, 3),
+    }
+
+
+# ---- diffusion vs denoising-diffusion-pytorch ----
+def bench_diffusion(quick: bool) -> dict:
+    """genlab's DDPM (eps-prediction, linear schedule, T=1000, EMA, DDIM-50 samples) vs
+    denoising-diffusion-pytorch's ``Unet`` + ``GaussianDiffusion`` set to the same objective, schedule and
+    sampler, trained by its own ``Trainer`` (EMA, clipping) from a folder of the same images."""
+    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+    from denoising_diffusion_pytorch import Trainer as PeerTrainer
+
+    steps, batch, lr, num, width = (10, 16, 2e-4, 32, 16) if quick else (2000, 64, 2e-4, 2000, 32)
+    real_images = 64 if quick else 10_000  # at most: the whole val split (6000 images)
+    cfg = compose_train(
+        [
+            "experiment=diffusion_mnist",
+            *mnist(16),
+            f"data.batch_size={batch}",
+            f"model.net.width={width}",
+            f"model.lr={lr}",
+            f"trainer.max_steps={steps}",
+            "trainer.max_epochs=-1",
+            "metrics=null",
+            "optimized_metric=null",
+            "callbacks.progress_bar=null",
+            "callbacks.sample_grid=null",
+            "++trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0",
+        ]
+    )
+    with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
+        tmp = Path(tmp)
+        ours, datamodule, our_seconds = genlab_run(cfg, tmp / "genlab")
+        datamodule.setup("fit")
+        folder = tmp / "images"
+        folder.mkdir()
+        for i, image in enumerate(to_uint8(split_tensor(datamodule.train_set, max(steps * batch, 100)))):
+            Image.fromarray(image[0].numpy()).save(folder / f"{i:05d}.png")
+
+        pl.seed_everything(cfg.seed, verbose=False)
+        unet = Unet(dim=width, dim_mults=tuple(cfg.model.net.channel_mults), channels=1, flash_attn=False)
+        peer = GaussianDiffusion(
+            unet,
+            image_size=16,
+            timesteps=cfg.model.timesteps,
+            sampling_timesteps=cfg.model.sample_steps,  # DDIM (eta 0), as genlab's sampler
+            objective="pred_noise",
+            beta_schedule="linear",
+        )
+        trainer = PeerTrainer(
+            peer,
+            str(folder),
+            train_batch_size=batch,
+            train_lr=lr,
+            train_num_steps=steps,
+            augment_horizontal_flip=False,  # digits
+            save_and_sample_every=steps + 1,  # no intermediate sampling
+            results_folder=str(tmp / "peer"),
+            calculate_fid=False,  # its FID downloads weights; both sides use genlab's metric path below
+        )
+        start = time.perf_counter()
+        trainer.train()
+        peer_seconds = time.perf_counter() - start
+        peer_ema = trainer.ema.ema_model.eval()
+
+        gen = torch.Generator().manual_seed(cfg.seed)
+        ours_fid = fid_of(in_batches(lambda n: ours.sample(n, gen), num), mnist(16), tmp, "val", real_images)
+        torch.manual_seed(cfg.seed)
+        peer_fid = fid_of(
+            in_batches(lambda n: peer_ema.sample(batch_size=n) * 2 - 1, num),
+            mnist(16),
+            tmp,
+            "val",
+            real_images,
+        )
+    return {
+        "data": f"MNIST 16 px; FID/KID of {num} samples (DDIM, {cfg.model.sample_steps} steps) vs the val split ({min(real_images, 6000)} images)",
+        "budget": f"{steps} steps of batch {batch}, lr {lr}, UNet width {width} mults {list(cfg.model.net.channel_mults)}",
+        "metric": "FID (lower is better), genlab's metric path (eval.py samples=)",
+        "genlab": {
+            "fid": ours_fid["fid"],
+            "kid": ours_fid["kid"],
+            "seconds": round(our_seconds, 1),
+            "parameters": parameters(ours.net),
+        },
+        "peer": {
+            "name": "denoising-diffusion-pytorch",
+            "fid": peer_fid["fid"],
+            "kid": peer_fid["kid"],
+            "seconds": round(peer_seconds, 1),
+            "parameters": parameters(unet),
+        },
+        "fid_ratio": round(ours_fid["fid"] / peer_fid["fid"], 3),
+        "time_ratio": round(our_seconds / peer_seconds, 3),
+    }
+
+
+FAMILIES = {"gan": bench_gan, "vae": bench_vae, "diffusion": bench_diffusion, "gpt": bench_gpt}
 
 
 def main() -> None:

@@ -106,3 +106,21 @@ def write_copy_corpus(root: Path) -> Path:
         lines = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(n)]
         (root / f"{split}.tsv").write_text("".join(f"{s}\t{s}\n" for s in lines))
     return root
+
+
+def write_tiny_gpt2(folder: Path, text: str, n_positions: int = 64) -> Path:
+    """A small random GPT-2 (``GPT2LMHeadModel``, GPT-2's defaults: tanh GELU, biases, tied head) and a byte-level
+    BPE tokenizer trained on ``text``, written by ``save_pretrained`` in the Hub's layout."""
+    import torch
+    import transformers
+
+    from genlab.data.text import BPETokenizer
+
+    tokenizer = BPETokenizer.train(text, 400)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.vocab_size, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder

@@ -45,7 +45,11 @@ def celeba_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("family", ["gan", "vae", "diffusion", "gpt"])
+# CI runs the headline command (the GAN); the other families' DDP runs are tests/test_ddp.py's (ddp_cpu, every
+# family) and the README's `-m seed=1,2 model=vae trainer.devices=2`, so their devices=2 runs here are `long`.
+@pytest.mark.parametrize(
+    "family", ["gan", *(pytest.param(f, marks=pytest.mark.long) for f in ("vae", "diffusion", "gpt"))]
+)
 def test_trainer_devices_2_runs_two_processes_for_every_family(family, celeba_root, tmp_path):
     data = (
         ["data=text_docs", "callbacks.text_samples.max_new_tokens=4"]

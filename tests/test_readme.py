@@ -34,7 +34,13 @@ from tests.conftest import (
     compose_train,
     run_script,
 )
-from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist, write_image_folder
+from tests.datasets import (
+    write_celeba,
+    write_cifar10,
+    write_fashion_mnist,
+    write_image_folder,
+    write_tiny_gpt2,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -130,12 +136,10 @@ def places(tmp_path_factory, fid_weights) -> dict:
 
         train(compose_train([*args, *small, "callbacks.progress_bar=null"], run))
         runs[family] = run
-    return {
-        "data": data,
-        "runs": runs,
-        "weights": fid_weights,
-        "files": image_files(root / "files", fid_weights),
-    }
+    book = (DATA / "tinyshakespeare" / "input.txt").read_text()[:100_000]
+    files = image_files(root / "files", fid_weights)
+    files["<gpt2-folder>"] = write_tiny_gpt2(root / "gpt2", book, n_positions=256)  # model.init_from offline
+    return {"data": data, "runs": runs, "weights": fid_weights, "files": files}
 
 
 def image_files(folder: Path, weights: Path) -> dict[str, Path]:
@@ -207,6 +211,12 @@ def needs_absent_hardware(args: list[str], cfg: DictConfig | None) -> bool:
     return cfg.trainer.accelerator in ("gpu", "cuda") or "FSDP" in strategy
 
 
+def needs_network(args: list[str]) -> bool:
+    """Pretrained weights by Hub name (no local folder): this machine, like CI, is offline."""
+    names = [a.split("=", 1)[1] for a in args if a.startswith("model.init_from=")]
+    return any(not Path(name).exists() for name in names)
+
+
 def family_of(args: list[str], cfg: DictConfig | None) -> str | None:
     for arg in args:
         if match := PLACEHOLDER.search(arg):
@@ -257,11 +267,14 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
     small = small_overrides(script, args, cfg, family)
     run, sweep = tmp_path / "run", tmp_path / "sweep"
     argv = [*without(args, small), *small, f"hydra.run.dir={run}", f"hydra.sweep.dir={sweep}"]
-    env = {"GENLAB_FID_WEIGHTS": str(places["weights"]), "HYDRA_FULL_ERROR": ""}
+    env = {"GENLAB_FID_WEIGHTS": str(places["weights"]), "HYDRA_FULL_ERROR": "", "HF_HUB_OFFLINE": "1"}
     proc = run_script(script.removeprefix("src/"), argv, tmp_path, env=env, check=False, timeout=900)
     if needs_absent_hardware(args, cfg):
         assert_user_error(proc, "")
         assert any(m in proc.stderr for m in HARDWARE_MESSAGES), proc.stderr[-2000:]
+        return
+    if needs_network(args):
+        assert_user_error(proc, "Hugging Face Hub is unreachable")
         return
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert_command_output(script, sweep if (sweep / "summary.json").exists() else run)

@@ -320,3 +320,43 @@ def test_redaction_keeps_ordinary_keys():
         "model": {"bleu_max_new_tokens": 64},
         "x": {"api_key": "***", "token": "***"},
     }
+
+
+def test_resumed_run_continues_its_wandb_run_and_step_counters(tmp_path):
+    """Stop after epoch 1, resume into the same run dir: one W&B run id (W&B's resume), and the logged
+    ``trainer/global_step`` (W&B) and ``step`` (CSV) go on from the checkpoint instead of restarting."""
+    import csv
+
+    from tests.wandb_reader import read_run
+
+    args = [*QUICK, "logger=many", "trainer.max_epochs=1"]
+    train(compose_train(args, tmp_path))
+    first = load(tmp_path / "checkpoints" / "last.ckpt")
+    first_csv = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    train(compose_train([*args[:-1], "trainer.max_epochs=2", f"ckpt_path={tmp_path}"], tmp_path))
+
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, runs
+    records = [read_run(r) for r in runs]
+    assert records[0]["run"].run_id == records[1]["run"].run_id == first["wandb_run_id"]
+    series = [{} for _ in records]  # logged name (a scalar, or an image's key) -> the steps it was logged at
+    for steps, record in zip(series, records):
+        for row in record["history"]:
+            media = {k.removesuffix("/_type") for k in row if k.endswith("/_type")}
+            for key in row:
+                if key.startswith("_") or key in ("trainer/global_step", "epoch"):
+                    continue
+                name = next((m for m in media if key.startswith(m + "/")), key)
+                steps.setdefault(name, []).append(row["trainer/global_step"])
+    shared = series[0].keys() & series[1].keys()
+    assert {"val/d_x", "train/nonfinite_steps", "val/samples"} <= shared, shared
+    for name in shared:
+        assert max(series[0][name]) < min(series[1][name]), (name, series)
+    resumed_csv = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert resumed_csv[: len(first_csv)] == first_csv, (
+        "the rows before the stop are kept (Lightning deletes them)"
+    )
+    csv_steps = [int(row["step"]) for row in csv.DictReader(resumed_csv)]
+    assert (
+        len(resumed_csv) > len(first_csv) and csv_steps == sorted(csv_steps) and csv_steps[-1] > csv_steps[0]
+    )

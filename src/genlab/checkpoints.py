@@ -53,9 +53,10 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         ) from None
 
 
-def check_resumable(path: str, cfg) -> None:
+def check_resumable(path: str, cfg) -> dict[str, Any]:
     """The checkpoint loads safely, was trained by the same model family as ``cfg.model`` and leaves
-    something to train within ``cfg.trainer``'s budget (tensors are not read: Lightning loads them)."""
+    something to train within ``cfg.trainer``'s budget (tensors are not read: Lightning loads them).
+    Returns the (memory-mapped) checkpoint."""
     checkpoint = load_checkpoint(path, mmap=True)
     stored = (checkpoint.get(CONFIG_KEY) or {}).get("model", {}).get("_target_")
     if stored and stored != cfg.model._target_:
@@ -76,6 +77,7 @@ def check_resumable(path: str, cfg) -> None:
             f"ckpt_path={path} has made {steps} optimizer steps and trainer.max_steps={max_steps} leaves nothing "
             f"to train: set trainer.max_steps above {steps}, or evaluate it with src/eval.py."
         )
+    return checkpoint
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:

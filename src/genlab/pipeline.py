@@ -35,7 +35,7 @@ from genlab.utils import ddp_launch
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
-from genlab.utils.wandb_runs import organise_wandb_runs
+from genlab.utils.wandb_runs import WandbRunId, continue_logged_run, organise_wandb_runs
 
 log = logging.getLogger(__name__)
 AUTO_METRIC = "auto"  # optimized_metric=auto: val/fid where FID can be computed, else the model's fallback
@@ -51,6 +51,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_modality(cfg)
     check_positive(cfg)
     check_image_shape(cfg)
+    get_class(cfg.model._target_).configure_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
         check_test_split(datamodule)
@@ -61,13 +62,14 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     organise_wandb_runs(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
     if ckpt_path:
-        check_resumable(ckpt_path, cfg)
+        continue_logged_run(cfg, check_resumable(ckpt_path, cfg))
 
     image_metrics = select_metrics(cfg, model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks += [image_metrics] if image_metrics else []
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     callbacks += [StoreConfig(config), RankSeed(cfg.seed), RNGState(), Preemption(output_dir / "checkpoints")]
+    callbacks += [WandbRunId()]
     callbacks += extra_callbacks or []
     loggers = instantiate_group(cfg.get("logger"))
     plugins = [*instantiate(cfg.trainer.get("plugins") or [], _convert_="all"), AtomicCheckpointIO()]

@@ -80,4 +80,9 @@ def log_image(trainer: pl.Trainer, key: str, grid: torch.Tensor, caption: str | 
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, grid, trainer.global_step)
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], **({"caption": [caption]} if caption else {}))
+            logger.log_image(
+                key=key,
+                images=[grid],
+                step=trainer.global_step,
+                **({"caption": [caption]} if caption else {}),
+            )

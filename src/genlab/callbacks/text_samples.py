@@ -62,7 +62,10 @@ class TextSamples(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_text(
-                    key=f"{split}/generated", columns=["prompt", "generated", "reference"], data=rows
+                    key=f"{split}/generated",
+                    columns=["prompt", "generated", "reference"],
+                    data=rows,
+                    step=trainer.global_step,
                 )
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(

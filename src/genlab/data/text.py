@@ -102,6 +102,22 @@ Tokenizer = CharTokenizer | BPETokenizer
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
+def pretrained_tokenizer(name_or_path: str) -> BPETokenizer:
+    """A Hugging Face tokenizer: a folder holding ``tokenizer.json`` (``save_pretrained``), or online a Hub name."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    file = Path(name_or_path) / "tokenizer.json"
+    if file.is_file():
+        return BPETokenizer(HFTokenizer.from_file(str(file)))
+    try:
+        return BPETokenizer(HFTokenizer.from_pretrained(name_or_path))
+    except Exception as e:  # tokenizers raises its own exception types for a missing model or no network
+        raise ConfigError(
+            f"data.tokenizer={name_or_path!r} is neither char, bpe, a folder holding tokenizer.json, nor a "
+            f"Hugging Face Hub name reachable now ({type(e).__name__}); offline, give a folder."
+        ) from e
+
+
 def tokenizer_from_json(data: str) -> Tokenizer:
     spec = json.loads(data)
     if spec["kind"] == "char":
@@ -283,10 +299,8 @@ class TextDataModule(TokenizedDataModule):
                 f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must satisfy "
                 "0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1"
             )
-        if tokenizer not in TOKENIZERS:
-            raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; choose one of {sorted(TOKENIZERS)}")
         super().__init__(block_size, batch_size, num_workers, save_dir, seed)
-        self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size
+        self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size  # char | bpe | a pretrained one
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.train_tokens: torch.Tensor | None = None
         self.val_tokens: torch.Tensor | None = None
@@ -309,7 +323,9 @@ class TextDataModule(TokenizedDataModule):
             "val": text[val_start:test_start],
             "test": text[test_start:] if self.has_test_split else None,
         }
-        if self.tokenizer is None:
+        if self.tokenizer is None and self.tokenizer_kind not in TOKENIZERS:
+            self.tokenizer = pretrained_tokenizer(self.tokenizer_kind)
+        elif self.tokenizer is None:
             # char: every character of the whole text, as nanoGPT, so a symbol that occurs only in the
             # validation part still encodes; BPE learns its merges on the training part and covers any
             # text with its byte alphabet.

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
@@ -43,6 +44,11 @@ class GenerativeModel(pl.LightningModule):
     default_optimizer: ClassVar[type[torch.optim.Optimizer]] = torch.optim.AdamW
     #: Training scalars (names without ``train/``) shown in the progress bar.
     progress_bar: ClassVar[tuple[str, ...]] = ("loss",)
+
+    @classmethod
+    def configure_run(cls, cfg: DictConfig) -> None:
+        """Adjusts a run's config before the data and the model are built (e.g. the shape and tokenizer of
+        pretrained weights); the stored config then says what was built. Nothing by default."""
 
     def __init__(self, optimizer: OptimizerFactory | None = None):
         super().__init__()

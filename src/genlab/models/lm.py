@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, open_dict
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -21,6 +22,7 @@ from genlab.errors import ConfigError
 from genlab.interfaces import ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel, OptimizerFactory
 from genlab.models.sacrebleu_metrics import sacre_bleu, sacre_chrf
+from genlab.nets.hf_gpt2 import load_pretrained, pretrained_shape
 
 
 class LanguageModel(GenerativeModel, TextGenerator, ReportsProtocol):
@@ -42,6 +44,7 @@ class LanguageModel(GenerativeModel, TextGenerator, ReportsProtocol):
         beam_size: int = 1,
         length_penalty: float = 1.0,
         optimizer: OptimizerFactory | None = None,
+        init_from: str | None = None,
     ):
         super().__init__(optimizer)
         if beam_size < 1:
@@ -54,6 +57,33 @@ class LanguageModel(GenerativeModel, TextGenerator, ReportsProtocol):
         self.bleu = sacre_bleu()  # sacreBLEU's corpus BLEU (13a, exp smoothing), summed statistics
         self.chrf = sacre_chrf()  # sacreBLEU's chrF (char 6-grams, beta 2)
         self._protocol: dict[str, Any] = {}  # how the last BLEU / chrF were measured
+
+    @classmethod
+    def configure_run(cls, cfg: DictConfig) -> None:
+        """``model.init_from``: the network takes the pretrained model's shape and the data its tokenizer."""
+        name = cfg.model.get("init_from")
+        if not name:
+            return
+        if "tokenizer" not in cfg.data:
+            raise ConfigError(
+                f"model.init_from needs data with a `tokenizer` option (e.g. data=text_file); "
+                f"{cfg.data._target_.rsplit('.', 1)[-1]} trains its own."
+            )
+        shape = pretrained_shape(name)
+        if cfg.data.block_size > shape["block_size"]:
+            raise ConfigError(
+                f"data.block_size={cfg.data.block_size} exceeds the {shape['block_size']} positions of "
+                f"model.init_from={name}: set data.block_size<={shape['block_size']}."
+            )
+        with open_dict(cfg):
+            cfg.model.net.update(shape)
+            cfg.data.tokenizer = name
+            cfg.data.vocab_size = None
+
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a checkpoint: a resumed run continues from its own weights.
+        if stage == "fit" and self.hparams.init_from:
+            load_pretrained(self.net, self.hparams.init_from)
 
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean NLL over the target tokens (targets of -100, e.g. source and padding, are ignored)."""

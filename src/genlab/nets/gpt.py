@@ -43,24 +43,32 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, c))), (k, v)
 
 
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # exact GELU | GPT-2's tanh approximation ("gelu_new")
+
+
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float, bias: bool):
+    def __init__(self, n_embd: int, dropout: float, bias: bool, activation: str = "gelu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.net.activation={activation!r} is unknown; choose one of {list(ACTIVATIONS)}"
+            )
+        self.approximate = ACTIVATIONS[activation]
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
         self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, activation: str = "gelu"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, dropout, bias)
+        self.mlp = MLP(n_embd, dropout, bias, activation)
 
     def forward(self, x: torch.Tensor, cache=None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         h, new_cache = self.attn(self.ln_1(x), cache)
@@ -78,13 +86,14 @@ class GPT(nn.Module):
         n_embd: int = 384,
         dropout: float = 0.2,
         bias: bool = False,
+        activation: str = "gelu",
     ):
         super().__init__()
         self.vocab_size, self.block_size = vocab_size, block_size
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias, activation) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying
