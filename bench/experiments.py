@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -67,8 +68,15 @@ def run(script: str, args: list[str], out: Path) -> float:
     return time.perf_counter() - start
 
 
+def applicable(override: str, cfg) -> bool:
+    """A quick override that fits the experiment: its key exists (trainer options always do)."""
+    key = override.lstrip("+").split("=", 1)[0]
+    return key.startswith("trainer.") or OmegaConf.select(cfg, key, default=None) is not None
+
+
 def record(name: str, overrides: list[str], evaluation: list[str], quick: bool) -> dict:
-    overrides = [*overrides, *(QUICK if quick else [])]
+    composed = compose_train([f"experiment={name}", *overrides])
+    overrides = [*overrides, *(q for q in QUICK if quick and applicable(q, composed))]
     args = [f"experiment={name}", *data_args(name), *overrides]
     with tempfile.TemporaryDirectory(prefix=f"genlab_{name}_") as tmp:
         out = Path(tmp) / "run"

@@ -136,6 +136,9 @@ def places(tmp_path_factory, fid_weights) -> dict:
 
         train(compose_train([*args, *small, "callbacks.progress_bar=null"], run))
         runs[family] = run
+    from genlab.export import export_run
+
+    export_run(compose_train([f"ckpt_path={runs['gan']}"], root / "export-cfg", "export"))  # <gan-run>/export
     book = (DATA / "tinyshakespeare" / "input.txt").read_text()[:100_000]
     files = image_files(root / "files", fid_weights)
     files["<gpt2-folder>"] = write_tiny_gpt2(root / "gpt2", book, n_positions=256)  # model.init_from offline
@@ -190,11 +193,15 @@ def point_at_run(arg: str, places: dict) -> str:
     return f"{key}={path}"
 
 
-def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
-    """``data.root`` / ``data.path`` -> the test copy of the dataset the command names; ``<samples-folder>``,
-    ``<samples.npz>``, ``<stats.npz>`` -> files made here."""
+def point_at_files(arg: str, places: dict) -> str:
+    """``<samples-folder>``, ``<samples.npz>``, ``<stats.npz>``, ``<gpt2-folder>`` -> files made here."""
     for placeholder, path in places["files"].items():
         arg = arg.replace(placeholder, str(path))
+    return arg
+
+
+def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
+    """``data.root`` / ``data.path`` -> the test copy of the dataset the command names."""
     if arg.startswith("data.root=") and cfg is not None:
         return f"data.root={places['data'][DATA_ROOTS[cfg.data._target_.rsplit('.', 1)[-1]]]}"
     if arg.startswith("data.path="):
@@ -240,6 +247,8 @@ def small_overrides(script: str, args: list[str], cfg: DictConfig | None, family
             extra += ["num_samples=8", "+overrides.metrics.max_real=8", "+overrides.metrics.batch_size=8"]
         extra += ["+overrides.model.iw_samples=20"] if any("iw_samples" in a for a in args) else []
         return extra
+    if script == "src/export.py":
+        return []
     return ["num_samples=4", "max_new_tokens=8", "batch_size=4"]  # src/sample.py
 
 
@@ -259,7 +268,7 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return
     family = family_of(args, None)  # of a ``<family-run>`` placeholder, read before it is replaced
-    args = [point_at_run(a, places) for a in args]
+    args = [point_at_files(point_at_run(a, places), places) for a in args]
     cfg = composed(args) if script == "src/train.py" else None
     args = [point_at_test_data(a, cfg, places) for a in args]
     args = [a.replace("sqlite:///outputs/", f"sqlite:///{tmp_path}/") for a in args]  # a fresh Optuna study
@@ -285,6 +294,8 @@ def assert_command_output(script: str, out: Path) -> None:
     if (out / "summary.json").exists():
         jobs = json.loads((out / "summary.json").read_text())
         assert jobs and all(job["status"] == "completed" for job in jobs), jobs
+    elif script == "src/export.py":
+        assert "Exported" in (out / "export.log").read_text()
     elif script in ("src/train.py", "src/eval.py"):
         assert json.loads((out / "metrics.json").read_text()), "metrics.json written"
     else:

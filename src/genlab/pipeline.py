@@ -28,6 +28,7 @@ from genlab.checks import (
 )
 from genlab.data.base import GenlabDataModule
 from genlab.data.text import TokenizedDataModule
+from genlab.export import is_export, load_export
 from genlab.interfaces import ImageGenerator, ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel
 from genlab.sample_eval import evaluate_samples, export_reference
@@ -130,6 +131,9 @@ def check_conditioning(cfg: DictConfig, datamodule: GenlabDataModule) -> None:
 
 def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
     """(resolved path, checkpoint, the training run's config) of a genlab checkpoint."""
+    if is_export(ckpt_path):  # a folder written by src/export.py
+        checkpoint = load_export(ckpt_path)
+        return str(ckpt_path), checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
     path = resolve_ckpt_path(ckpt_path)
     checkpoint = load_checkpoint(path)
     if CONFIG_KEY not in checkpoint:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
@@ -79,6 +79,9 @@ def log_image(trainer: pl.Trainer, key: str, grid: torch.Tensor, caption: str | 
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, grid, trainer.global_step)
+        elif isinstance(logger, MLFlowLogger):
+            pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            logger.experiment.log_image(logger.run_id, pixels, f"{key}/step_{trainer.global_step:07d}.png")
         elif isinstance(logger, WandbLogger):
             logger.log_image(
                 key=key,

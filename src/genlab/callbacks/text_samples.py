@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 
@@ -67,6 +67,8 @@ class TextSamples(pl.Callback):
                     data=rows,
                     step=trainer.global_step,
                 )
+            elif isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, f"{split}/generated/{name}.txt")
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(
                     f"{split}/generated", text.replace("\n", "  \n"), trainer.global_step
