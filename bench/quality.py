@@ -26,6 +26,7 @@ metric path. Peers are bench extras (``pip install -e ".[bench]"``), never runti
 
 import copy
 import json
+import math
 import sys
 import tempfile
 import time
@@ -349,6 +350,19 @@ def in_batches(draw, num: int, batch: int = 250) -> torch.Tensor:
     return torch.cat([draw(min(batch, num - i)) for i in range(0, num, batch)])
 
 
+# genlab runs of the image benches only train (max_steps decides): no validation, FID or grids, as the peers;
+# both sides are scored after training through the same path
+TRAIN_ONLY = [
+    "trainer.max_epochs=-1",
+    "metrics=null",
+    "optimized_metric=null",
+    "callbacks.progress_bar=null",
+    "callbacks.sample_grid=null",
+    "++trainer.limit_val_batches=0",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
 def mnist(resolution: int) -> list[str]:
     return ["data=mnist", f"data.root={SHARED / 'data'}", f"data.resolution={resolution}"]
 
@@ -373,13 +387,7 @@ def bench_gan(quick: bool) -> dict:
             *mnist(32),
             f"data.batch_size={batch}",
             f"trainer.max_steps={2 * steps}",  # a D and a G step per batch
-            "trainer.max_epochs=-1",
-            "metrics=null",
-            "optimized_metric=null",
-            "callbacks.progress_bar=null",
-            "callbacks.sample_grid=null",
-            "++trainer.limit_val_batches=0",
-            "trainer.num_sanity_val_steps=0",
+            *TRAIN_ONLY,
         ]
     )
     width = cfg.model.generator.width
@@ -387,7 +395,13 @@ def bench_gan(quick: bool) -> dict:
         tmp = Path(tmp)
         ours, datamodule, our_seconds = genlab_run(cfg, tmp / "genlab")
         datamodule.setup("fit")
-        real = split_tensor(datamodule.train_set, steps * batch)  # the batches genlab's first epoch saw
+        images = split_tensor(datamodule.train_set)
+        order = torch.cat(
+            [torch.randperm(len(images)) for _ in range(math.ceil(steps * batch / len(images)))]
+        )
+        real = images[
+            order[: steps * batch]
+        ]  # one torchgan "epoch" of exactly `steps` batches, reshuffled epochs
 
         pl.seed_everything(cfg.seed, verbose=False)
         adam = {"lr": lr, "betas": tuple(cfg.model.betas)}
@@ -474,7 +488,7 @@ def bench_diffusion(quick: bool) -> dict:
     from denoising_diffusion_pytorch import GaussianDiffusion, Unet
     from denoising_diffusion_pytorch import Trainer as PeerTrainer
 
-    steps, batch, lr, num, width = (10, 16, 2e-4, 32, 16) if quick else (2000, 64, 2e-4, 2000, 32)
+    steps, batch, lr, num, width = (10, 16, 2e-4, 32, 16) if quick else (1500, 64, 2e-4, 2000, 32)
     real_images = 64 if quick else 10_000  # at most: the whole val split (6000 images)
     cfg = compose_train(
         [
@@ -484,13 +498,7 @@ def bench_diffusion(quick: bool) -> dict:
             f"model.net.width={width}",
             f"model.lr={lr}",
             f"trainer.max_steps={steps}",
-            "trainer.max_epochs=-1",
-            "metrics=null",
-            "optimized_metric=null",
-            "callbacks.progress_bar=null",
-            "callbacks.sample_grid=null",
-            "++trainer.limit_val_batches=0",
-            "trainer.num_sanity_val_steps=0",
+            *TRAIN_ONLY,
         ]
     )
     with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
