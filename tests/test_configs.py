@@ -67,7 +67,10 @@ def test_loggers_instantiate_offline(option, tmp_path):
     assert {"many": 3}.get(option, 1) == len(loggers)
     for node, logger in zip(nodes, loggers):
         assert type(logger) is get_class(node._target_)
-        assert Path(logger.save_dir) == Path(node.save_dir), "the configured save_dir"
+        expected = (
+            node.save_dir if "save_dir" in node else Path(cfg.paths.output_dir) / "mlruns"
+        )  # mlflow's file store
+        assert Path(logger.save_dir) == Path(expected), "the configured save_dir"
 
 
 @pytest.mark.parametrize("option", ["cpu", "default", "ddp_cpu"])
