@@ -258,7 +258,21 @@ def without(args: list[str], keys: list[str]) -> list[str]:
     return [a for a in args if a.split("=")[0].lstrip("+") not in names]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c)[:90] for c in COMMANDS])
+# Marked `long` (CI leaves them out; `python -m pytest -m long` runs them): the benchmarks' --quick runs, and the
+# sweeps that tests/test_sweeps.py runs in the same forms (multirun summaries, DDP jobs, Optuna under DDP).
+SWEPT_ELSEWHERE = ("-m", "hparams_search=vae_optuna")
+
+
+def long_command(command: list[str]) -> bool:
+    bench = command[0].startswith("bench/") and command[1:] != ["--check"]
+    return bench or any(arg in SWEPT_ELSEWHERE for arg in command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param(c, marks=pytest.mark.long) if long_command(c) else c for c in COMMANDS],
+    ids=[" ".join(c)[:90] for c in COMMANDS],
+)
 def test_readme_command_runs_as_written(command, places, tmp_path):
     script, args = command[0], command[1:]
     if script.startswith("bench/"):
