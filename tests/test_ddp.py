@@ -107,8 +107,18 @@ def test_fid_kid_under_ddp_equal_single_process(gan_runs, tmp_path):
 
 
 # ---- every image family but the GAN (its own tests above) ----
+# CI keeps one unconditional and one conditional path per kind of model (vae, diffusion, diffusion+labels; the GAN
+# above); flow, gan+labels and vae+labels run under `-m long` (the same DDP code paths, ~30 s each).
+CI_LONG = ("flow", "gan+labels", "vae+labels")
+
+
 @pytest.mark.parametrize(
-    "family", [v for v in VARIANTS if v != "gan" and FAMILIES[base(v)].modality == "image"]
+    "family",
+    [
+        pytest.param(v, marks=pytest.mark.long) if v in CI_LONG else v
+        for v in VARIANTS
+        if v != "gan" and FAMILIES[base(v)].modality == "image"
+    ],
 )
 def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
     args = [
