@@ -99,7 +99,7 @@ def write_preview(model, checkpoint: dict, run_cfg: DictConfig, out: Path) -> st
 
 
 def model_card(run_cfg: DictConfig, checkpoint: dict, metrics: dict, preview: str) -> str:
-    protocol = metrics.pop("protocol", {})
+    protocol = metrics.get("protocol", {})
     rows = "\n".join(
         f"| `{k}` | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))
     )
