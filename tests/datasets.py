@@ -108,19 +108,26 @@ def write_copy_corpus(root: Path) -> Path:
     return root
 
 
-def write_tiny_gpt2(folder: Path, text: str, n_positions: int = 64) -> Path:
+def write_tiny_gpt2(folder: Path, text: str, n_positions: int = 64, n_embd: int = 32) -> Path:
     """A small random GPT-2 (``GPT2LMHeadModel``, GPT-2's defaults: tanh GELU, biases, tied head) and a byte-level
-    BPE tokenizer trained on ``text``, written by ``save_pretrained`` in the Hub's layout."""
+    BPE tokenizer trained on ``text`` with GPT-2's ``<|endoftext|>``, written by ``save_pretrained`` in the Hub's layout."""
     import torch
     import transformers
 
     from genlab.data.text import BPETokenizer
 
-    tokenizer = BPETokenizer.train(text, 400)
+    tokenizer = BPETokenizer.train(text, 400, specials=("<|endoftext|>",))
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer).save_pretrained(folder)
     torch.manual_seed(0)
+    end = tokenizer.tokenizer.token_to_id("<|endoftext|>")
     config = transformers.GPT2Config(
-        vocab_size=tokenizer.vocab_size, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2
+        vocab_size=tokenizer.vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=end,
+        eos_token_id=end,
     )
     transformers.GPT2LMHeadModel(config).save_pretrained(folder)
     return folder

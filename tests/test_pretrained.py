@@ -2,6 +2,7 @@
 GPT, with its tokenizer, offline from a local folder. The folder is a small random ``GPT2LMHeadModel`` and a
 byte-level BPE tokenizer, written here with ``save_pretrained`` exactly as the Hub's files are laid out."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from hydra.utils import get_class, instantiate
 from genlab.errors import ConfigError
 from genlab.pipeline import fill_model_inputs, train
 from tests.conftest import DATA, assert_user_error, compose_train, run_script
-from tests.datasets import write_tiny_gpt2
+from tests.datasets import copy_task, write_tiny_gpt2
+from tests.test_reliability import StopAfterFirstEpoch, assert_same_tensors, load
 
 transformers = pytest.importorskip("transformers")
 BOOK = DATA / "tinyshakespeare" / "input.txt"
@@ -116,3 +118,54 @@ def test_init_from_refuses_a_block_size_beyond_the_models_positions(gpt2_folder,
     cfg = pretrained_run(gpt2_folder, tmp_path, "data.block_size=128")
     with pytest.raises(ConfigError, match="data.block_size=128 exceeds the 64 positions"):
         train(cfg)
+
+
+@pytest.fixture(scope="module")
+def copy_gpt2(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A tiny GPT-2 whose tokenizer was trained on a toy parallel corpus (target = source), and that corpus's
+    overrides: a translation task the pretrained model can be fine-tuned on."""
+    root = tmp_path_factory.mktemp("copy")
+    task = copy_task(root / "corpus")
+    folder = write_tiny_gpt2(root / "gpt2", (root / "corpus" / "train.tsv").read_text(), n_embd=64)
+    return folder, ["model=gpt", *task, f"model.init_from={folder}"]
+
+
+def test_fine_tuning_on_a_parallel_corpus_under_ddp_reports_bleu(copy_gpt2, tmp_path):
+    folder, args = copy_gpt2
+    run_script(
+        "train.py",
+        [
+            *args,
+            "trainer=ddp_cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=4",  # 31 steps an epoch on each of the 2 ranks
+            "model.bleu_samples=41",
+            "model.bleu_max_new_tokens=8",
+            "callbacks.progress_bar=null",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    protocol = metrics["protocol"]["bleu"]
+    assert protocol["split"] == "val" and protocol["sentences"] == 41, protocol
+    assert protocol["signature"].startswith("nrefs:1|"), protocol
+    assert metrics["val/bleu"] > 5, "the pretrained model learnt to copy: <sep> and <eos> stand-ins work"
+    # the run kept the pretrained vocabulary (GPT-2's <|endoftext|> ends each target), and saved it
+    ours = json.loads(json.loads((tmp_path / "tokenizer.json").read_text())["tokenizer"])
+    theirs = json.loads((folder / "tokenizer.json").read_text())
+    assert ours["model"]["vocab"] == theirs["model"]["vocab"]
+
+
+def test_resume_of_a_fine_tuning_run_reproduces_the_uninterrupted_run(copy_gpt2, tmp_path):
+    _, args = copy_gpt2
+    args = [*args, "trainer=cpu", "trainer.max_epochs=2", "+trainer.limit_train_batches=6"]
+    args += ["+trainer.limit_val_batches=1", "callbacks.progress_bar=null", "callbacks.text_samples=null"]
+    train(compose_train(args, tmp_path / "straight"))
+    train(compose_train(args, tmp_path / "stopped"), extra_callbacks=[StopAfterFirstEpoch()])
+    train(compose_train([*args, f"ckpt_path={tmp_path / 'stopped'}"], tmp_path / "resumed"))
+    straight = load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert straight["global_step"] == resumed["global_step"] == 12
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):  # not the pretrained weights again
+        assert_same_tensors(straight[key], resumed[key], key)

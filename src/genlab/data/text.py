@@ -416,20 +416,29 @@ class ParallelDataModule(TokenizedDataModule):
 
     Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
     (source<TAB>target). Each pair becomes ``source <sep> target <eos>``; the loss covers the
-    target only. A byte-level BPE is trained on both sides of the training split. The test split
-    (``test_split``, e.g. Multi30k's ``test_2016_flickr``) is read when its files exist.
+    target only. ``tokenizer=bpe``: a byte-level BPE trained on both sides of the training split, with
+    ``<pad> <sep> <eos>`` of its own; a pretrained tokenizer (``model.init_from``) keeps its vocabulary:
+    ``<sep>`` is its newline token and ``<pad>``/``<eos>`` its end-of-text token (GPT-2's ``<|endoftext|>``).
+    The test split (``test_split``, e.g. Multi30k's ``test_2016_flickr``) is read when its files exist.
     """
 
     name = "parallel"
     references = True  # targets are reference translations: BLEU of decodes is meaningful
     SPECIALS = ("<pad>", "<sep>", "<eos>")
+    END_OF_TEXT = (
+        "<|endoftext|>",
+        "</s>",
+        "<eos>",
+        "[SEP]",
+    )  # a pretrained tokenizer's end token, first found
 
     def __init__(
         self,
         root: str | None = None,
         source: str = "de",
         target: str = "en",
-        vocab_size: int = 8000,
+        tokenizer: str = "bpe",
+        vocab_size: int | None = 8000,
         block_size: int = 128,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -442,6 +451,7 @@ class ParallelDataModule(TokenizedDataModule):
         super().__init__(block_size, batch_size, num_workers, save_dir, seed)
         self.root = Path(root).expanduser() if root else None
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
+        self.tokenizer_kind = tokenizer  # bpe | a pretrained one (folder with tokenizer.json, or Hub name)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
@@ -494,12 +504,29 @@ class ParallelDataModule(TokenizedDataModule):
         return self.special("<eos>")
 
     def special(self, token: str) -> int:
-        return self.tokenizer.tokenizer.token_to_id(token)
+        """The id of ``<pad>``, ``<sep>`` or ``<eos>``: the tokenizer's own, or a pretrained tokenizer's stand-in."""
+        own = self.tokenizer.tokenizer.token_to_id(token)
+        if own is not None:
+            return own
+        if token == "<sep>":
+            newline = self.tokenizer.encode("\n")
+            if len(newline) == 1:
+                return newline[0]
+        elif end := next(
+            (t for t in self.END_OF_TEXT if self.tokenizer.tokenizer.token_to_id(t) is not None), None
+        ):
+            return self.tokenizer.tokenizer.token_to_id(end)
+        raise ConfigError(
+            f"data.tokenizer={self.tokenizer_kind!r} has no {token} stand-in (an end-of-text token such as "
+            f"{self.END_OF_TEXT[0]} and a one-token newline): use data.tokenizer=bpe, or a GPT-2-family tokenizer."
+        )
 
     def _encode_splits(self) -> None:
         splits = ["train", "val"] + (["test"] if self.has_test_split else [])
         pairs = {split: self.read_split(self.splits[split]) for split in splits}
-        if self.tokenizer is None:
+        if self.tokenizer is None and self.tokenizer_kind != "bpe":
+            self.tokenizer = pretrained_tokenizer(self.tokenizer_kind)
+        elif self.tokenizer is None:
             text = "\n".join(f"{a}\n{b}" for a, b in pairs["train"])
             self.tokenizer = BPETokenizer.train(text, self.vocab_size_requested, specials=self.SPECIALS)
         sep = self.special("<sep>")
