@@ -8,6 +8,7 @@ partition file), validation carved from the training images; see :class:`ImageDa
 
 import gzip
 import hashlib
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -20,10 +21,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 from genlab.data.base import GenlabDataModule
+from genlab.data.file_index import IMAGE_EXTENSIONS, index_images
 from genlab.data.sampling import eval_sampler, train_loader
-from genlab.errors import ConfigError, DatasetNotFoundError
+from genlab.errors import ConfigError, DataError, DatasetNotFoundError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+log = logging.getLogger(__name__)
+BAD_FILE_POLICIES = ("skip", "error")
 
 
 class UInt8Images(Dataset):
@@ -441,13 +444,60 @@ class ImageFolderDataModule(ImageDataModule):
     name = "image_folder"
     default_workers = min(4, os.cpu_count() or 1)
 
-    def __init__(self, *args, crop: int | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        crop: int | None = None,
+        on_bad_file: str = "skip",
+        index_cache: str | None = None,
+        save_dir: str | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self.crop = crop
+        if on_bad_file not in BAD_FILE_POLICIES:
+            raise ConfigError(f"data.on_bad_file={on_bad_file!r} is unknown: use one of {BAD_FILE_POLICIES}")
+        self.crop, self.on_bad_file = crop, on_bad_file
+        self.index_cache, self.save_dir = index_cache, Path(save_dir) if save_dir else None
+        self.bad_files: dict[Path, str] = {}  # skipped: file -> why it cannot be read
+
+    def list_images(self, folder: Path, expectation: str) -> list[Path]:
+        """The readable images under ``folder`` (from the cached :func:`index_images`); unreadable ones are
+        skipped (named once in the log and in ``<run>/bad_files.txt``) or, with ``on_bad_file=error``, refused
+        here, before training."""
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"Dataset folder {folder} does not exist: {expectation}.")
+        index = index_images(folder, self.index_cache)
+        if index.bad and self.on_bad_file == "error":
+            path, why = next(iter(index.bad.items()))
+            more = f" (and {len(index.bad) - 1} more)" if len(index.bad) > 1 else ""
+            raise DataError(
+                f"{path} is {why}{more}: remove it, or set data.on_bad_file=skip to train without such files."
+            )
+        if index.bad:
+            self.bad_files = index.bad
+            report = self.save_dir / "bad_files.txt" if self.save_dir else None
+            if report is not None:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                report.write_text("".join(f"{path}\t{why}\n" for path, why in index.bad.items()))
+            first = ", ".join(f"{p.relative_to(folder)} ({why})" for p, why in list(index.bad.items())[:3])
+            log.warning(
+                "Skipping %d unreadable image file(s) of %s: %s%s%s",
+                len(index.bad),
+                folder,
+                first,
+                ", ..." if len(index.bad) > 3 else "",
+                f"; all listed in {report}" if report else "",
+            )
+        if not index.files:
+            raise DatasetNotFoundError(
+                f"No images ({', '.join(IMAGE_EXTENSIONS)}){' that can be read' if index.bad else ''} found in "
+                f"{folder}: {expectation}."
+            )
+        return index.files
 
     def load_splits(self):
         folder = self._require_root("<root>/**/*.{jpg,png,...}")
-        files = list_images(folder, f"data={self.name} expects image files under {folder}")
+        files = self.list_images(folder, f"data={self.name} expects image files under {folder}")
         labels = None
         if self.labels:
             outside = [f for f in files if f.parent == folder]
@@ -459,17 +509,6 @@ class ImageFolderDataModule(ImageDataModule):
             index = {name: i for i, name in enumerate(self.class_names)}
             labels = [index[f.relative_to(folder).parts[0]] for f in files]
         return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop, labels))
-
-
-def list_images(folder: Path, expectation: str) -> list[Path]:
-    if not folder.is_dir():
-        raise DatasetNotFoundError(f"Dataset folder {folder} does not exist: {expectation}.")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise DatasetNotFoundError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}: {expectation}."
-        )
-    return files
 
 
 class CelebADataModule(ImageFolderDataModule):
@@ -514,7 +553,7 @@ class CelebADataModule(ImageFolderDataModule):
                 "JPEGs (000001.jpg, ...) in img_align_celeba/, optionally with list_eval_partition.txt "
                 "beside it; set data.root to the folder that holds them."
             )
-        files = list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
+        files = self.list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
         partition = self._partition()
         if partition is None:
             return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
