@@ -225,6 +225,13 @@ class ImageDataModule(GenlabDataModule):
                 test = test and Binarized(test, self.seed)
             self.train_set, self.val_set, self.test_set = train, val, test
 
+    def dataset(self, split: str) -> Dataset:
+        """``split``'s images (train, val or test)."""
+        if split == "test" and not self.has_test_split:
+            raise ConfigError(self._no_test_message())
+        self.setup()
+        return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+
     def _require_root(self, layout: str) -> Path:
         if self.root is None:
             raise DatasetNotFoundError(

@@ -1,0 +1,23 @@
+"""Write WebDataset shards of any image datamodule: ``python src/shard.py data=mnist out=shards/mnist``."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from genlab.cli import report_user_errors
+
+os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="shard")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from genlab.data.shards import write_shards
+
+    write_shards(cfg)
+
+
+if __name__ == "__main__":
+    main()
