@@ -10,10 +10,16 @@ and image_folder are written to a temp dir in their on-disk layouts by tests/dat
     python bench/data_loading.py            # ~1000 images per written dataset, 20 timed batches, 3 GAN steps
     python bench/data_loading.py --quick    # ~300 images, 4 timed batches, 1 GAN step (CI)
 
+Two more measurements: start-up of an image folder of tiny PNGs (``--folder-images``, default 100k; quick 3k):
+the first start (listing + decoding every file once, the check for corrupt files) against the second (the
+cached index) and the plain listing genlab did before; and streaming: images/s of ``data=webdataset`` over
+shards of MNIST written by src/shard.py (20k images, 2 workers) against the in-memory MNIST loader.
+
 Writes bench/results/data_loading[_quick].json and prints the minimum ratio last. Both rates are measured
 alone: during training the two share this machine's cores.
 """
 
+import io
 import logging
 import os
 import sys
@@ -28,10 +34,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from PIL import Image
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED, BatchTimer, compose_train  # noqa: E402
+from _common import ROOT, SHARED, BatchTimer, compose_config, compose_train  # noqa: E402
 from _results import bench_parser, report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -92,8 +99,75 @@ def model_rate(cfg: DictConfig, warmup: int, steps: int) -> float:
     return steps * data.batch_size / timer.seconds
 
 
+def folder_startup(tmp: Path, n: int) -> dict:
+    """Seconds of the plain listing, the first start (list + decode all) and the second (cached index)."""
+    from genlab.data.file_index import index_images
+
+    folder = tmp / "tiny"
+    rng = np.random.default_rng(0)
+    variants = []
+    for _ in range(16):  # tiny PNGs, a few different ones
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+        variants.append(buf.getvalue())
+    for i in range(n):
+        sub = folder / f"{i // 1000:04d}"
+        if i % 1000 == 0:
+            sub.mkdir(parents=True)
+        (sub / f"{i:07d}.png").write_bytes(variants[i % len(variants)])
+    start = time.perf_counter()
+    listed = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".png")
+    listing = time.perf_counter() - start
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        index = index_images(folder, tmp / "index_cache")
+        times.append(time.perf_counter() - start)
+    assert len(index.files) == len(listed) == n and index.cached
+    return {
+        "images": n,
+        "plain_listing_s": round(listing, 2),
+        "first_start_s": round(times[0], 2),
+        "second_start_s": round(times[1], 3),
+        "second_vs_listing": round(times[1] / listing, 3),
+    }
+
+
+def stream_vs_memory(tmp: Path, n: int, batches: int) -> dict:
+    """Train-loader images/s of data=webdataset over MNIST shards vs the in-memory MNIST loader."""
+    from genlab.data.images import MNISTDataModule
+    from genlab.data.shards import write_shards
+    from genlab.data.stream import ShardedImageDataModule
+
+    overrides = [
+        f"data.root={SHARED / 'data'}",
+        f"out={tmp / 'shards'}",
+        f"max_samples={n}",
+        "shard_size=2000",
+    ]
+    cfg = compose_config("shard", [*overrides, "splits=[train,val]", f"paths.output_dir={tmp}"])
+    write_shards(cfg)
+    shards = n // 2000 + bool(n % 2000)
+    stream = ShardedImageDataModule(
+        urls=str(tmp / "shards" / f"train-{{000000..{shards - 1:06d}}}.tar"),
+        val_urls=str(tmp / "shards" / "val-000000.tar"),
+        resolution=32,
+        channels=1,
+        batch_size=256,
+        num_workers=2,
+    )
+    memory = MNISTDataModule(root=str(SHARED / "data"), resolution=32, channels=1, batch_size=256)
+    rates = {}
+    for name, dm in (("webdataset", stream), ("mnist_in_memory", memory)):
+        dm.setup("fit")
+        rates[name] = round(loader_rate(dm, 2, batches), 1)
+    return {**rates, "ratio": round(rates["webdataset"] / rates["mnist_in_memory"], 2), "shard_images": n}
+
+
 def main() -> None:
-    args = bench_parser(__doc__).parse_args()
+    parser = bench_parser(__doc__)
+    parser.add_argument("--folder-images", type=int, default=None, help="tiny images of the start-up folder")
+    args = parser.parse_args()
     n, warmup, batches, steps = (300, 2, 4, 1) if args.quick else (1020, 2, 20, 3)
     for message in (
         ".*does not have many workers.*",
@@ -111,7 +185,13 @@ def main() -> None:
         written_s = time.perf_counter() - start
         for name in DATAMODULES:
             root = roots.get(name)
-            cfg = compose_train([f"data={name}", "model=gan", *([f"data.root={root}"] if root else [])])
+            overrides = [
+                f"data={name}",
+                "model=gan",
+                f"paths.output_dir={tmp}",
+                f"paths.cache_dir={tmp}/cache",
+            ]
+            cfg = compose_train([*overrides, *([f"data.root={root}"] if root else [])])
             dm = instantiate(cfg.data, _convert_="all")
             dm.setup("fit")
             key = (dm.batch_size, dm.channels, dm.resolution)
@@ -128,8 +208,12 @@ def main() -> None:
                 "model_images_per_s": round(model_rates[key], 1),
                 "ratio": round(loader / model_rates[key], 2),
             }
+        folder = folder_startup(Path(tmp), args.folder_images or (3000 if args.quick else 100_000))
+        streaming = stream_vs_memory(Path(tmp), 4000 if args.quick else 20_000, batches)
     slowest = min(rows, key=lambda k: rows[k]["ratio"])
     result = {
+        "folder_startup": folder,
+        "streaming": streaming,
         "datamodules": rows,
         "min_ratio": rows[slowest]["ratio"],
         "min_ratio_datamodule": slowest,
@@ -143,6 +227,9 @@ def main() -> None:
         "data_loading",
         args.quick,
         result,
+        f"folder of {folder['images']} images: first start {folder['first_start_s']} s, second (cached index) "
+        f"{folder['second_start_s']} s, plain listing {folder['plain_listing_s']} s; webdataset "
+        f"{streaming['webdataset']} vs in-memory {streaming['mnist_in_memory']} images/s; "
         f"min loader/model ratio {result['min_ratio']:.2f} ({slowest}, "
         f"{rows[slowest]['num_workers']} workers): the loader is {'not ' * (result['min_ratio'] > 1)}"
         "the bottleneck",

@@ -24,6 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from genlab.data.shards import write_shards
 from genlab.families import FAMILIES as REGISTRY
 from tests.conftest import (
     CONF,
@@ -118,6 +119,7 @@ def places(tmp_path_factory, fid_weights) -> dict:
         "cifar10": write_cifar10(root / "cifar", per_batch=8),
         "celeba": root / "celeba",
         "image_folder": write_image_folder(root / "folder", per_folder=10),  # 2 val images for FID
+        # ... and one corrupt file, as scraped folders have: data.on_bad_file=skip (default) leaves it out
         "parallel": DATA / "multi30k",
     }
     run_args = {
@@ -127,6 +129,12 @@ def places(tmp_path_factory, fid_weights) -> dict:
         "diffusion": ["model=diffusion", "model.timesteps=50", "data.resolution=16", "data.labels=true"],
         "gpt": ["model=gpt", "data=text_file", f"data.path={DATA / 'tinyshakespeare' / 'input.txt'}"],
     }
+    (root / "folder" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    shards = (
+        root / "shards"
+    )  # what `src/shard.py ... out=shards/mnist` writes, smaller: 11 shards of 100 per split
+    shard_args = [f"data.root={DATA}", f"out={shards / 'mnist'}", "shard_size=100", "max_samples=1100"]
+    write_shards(compose_train([*shard_args, "splits=[train,val]"], root / "shard-cfg", "shard"))
     runs = {}
     for family, args in run_args.items():
         small = [*TINY[family], *SHORT, "++trainer.max_epochs=1"] + (SMALL_FID if family != "gpt" else [])
@@ -142,7 +150,7 @@ def places(tmp_path_factory, fid_weights) -> dict:
     book = (DATA / "tinyshakespeare" / "input.txt").read_text()[:100_000]
     files = image_files(root / "files", fid_weights)
     files["<gpt2-folder>"] = write_tiny_gpt2(root / "gpt2", book, n_positions=256)  # model.init_from offline
-    return {"data": data, "runs": runs, "weights": fid_weights, "files": files}
+    return {"data": data, "runs": runs, "weights": fid_weights, "files": files, "shards": shards}
 
 
 def image_files(folder: Path, weights: Path) -> dict[str, Path]:
@@ -200,6 +208,13 @@ def point_at_files(arg: str, places: dict) -> str:
     return arg
 
 
+def point_at_shards(arg: str, places: dict, tmp_path: Path) -> str:
+    """``out=shards/...`` -> this test's folder; ``"shards/..."`` shard patterns -> the shards made here."""
+    if arg.startswith("out=shards/"):
+        return f"out={tmp_path / arg.removeprefix('out=')}"
+    return arg.replace('"shards/', f'"{places["shards"]}/')
+
+
 def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
     """``data.root`` / ``data.path`` -> the test copy of the dataset the command names."""
     if arg.startswith("data.root=") and cfg is not None:
@@ -249,6 +264,8 @@ def small_overrides(script: str, args: list[str], cfg: DictConfig | None, family
         return extra
     if script == "src/export.py":
         return []
+    if script == "src/shard.py":
+        return ["max_samples=300"]
     return ["num_samples=4", "max_new_tokens=8", "batch_size=4"]  # src/sample.py
 
 
@@ -282,7 +299,7 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return
     family = family_of(args, None)  # of a ``<family-run>`` placeholder, read before it is replaced
-    args = [point_at_files(point_at_run(a, places), places) for a in args]
+    args = [point_at_shards(point_at_files(point_at_run(a, places), places), places, tmp_path) for a in args]
     cfg = composed(args) if script == "src/train.py" else None
     args = [point_at_test_data(a, cfg, places) for a in args]
     args = [a.replace("sqlite:///outputs/", f"sqlite:///{tmp_path}/") for a in args]  # a fresh Optuna study
@@ -310,6 +327,8 @@ def assert_command_output(script: str, out: Path) -> None:
         assert jobs and all(job["status"] == "completed" for job in jobs), jobs
     elif script == "src/export.py":
         assert "Exported" in (out / "export.log").read_text()
+    elif script == "src/shard.py":
+        assert "samples in" in (out / "shard.log").read_text()
     elif script in ("src/train.py", "src/eval.py"):
         assert json.loads((out / "metrics.json").read_text()), "metrics.json written"
     else:
