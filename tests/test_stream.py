@@ -148,3 +148,18 @@ def load_initial(tmp_path: Path) -> dict:
     cfg = compose_train(stream_args("a.tar", "b.tar"), tmp_path / "init")
     torch.manual_seed(cfg.seed)
     return instantiate(cfg.model, _convert_="all").state_dict()
+
+
+def test_labelled_shards_train_a_conditional_model(shards, tmp_path):
+    args = stream_args(str(shards / TRAIN), str(shards / VAL), "trainer=cpu", "data.labels=true")
+    args += [
+        "data.batch_size=250",
+        "trainer.max_epochs=1",
+        "+trainer.limit_val_batches=1",
+        "data.num_workers=0",
+    ]
+    args += ["callbacks.sample_accuracy.classifier_steps=30", "callbacks.sample_accuracy.num_samples=20"]
+    metrics = train(compose_train(args, tmp_path))
+    assert 0 <= metrics["val/sample_accuracy"] <= 1, (
+        "the class count reached the model; the classifier trained"
+    )

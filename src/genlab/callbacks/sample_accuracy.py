@@ -42,8 +42,8 @@ class SampleAccuracyCallback(pl.Callback, ReportsProtocol):
         dm.setup("fit")
         key = f"{dm.split_id('train')}-steps{self.classifier_steps}"
         train_args = dict(
-            train_set=dm.train_dataloader().dataset,
-            val_set=dm.val_dataloader().dataset,
+            train_set=dm.dataset("train"),
+            val_set=dm.dataset("val"),
             channels=dm.channels,
             num_classes=pl_module.num_classes,
             steps=self.classifier_steps,

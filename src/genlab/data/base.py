@@ -3,6 +3,7 @@
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
+from torch.utils.data import Dataset
 
 
 class GenlabDataModule(pl.LightningDataModule):
@@ -26,6 +27,11 @@ class GenlabDataModule(pl.LightningDataModule):
     def model_inputs(self) -> dict[str, Any]:
         """Model settings the data decides, by key (e.g. ``{"vocab_size": 65}``); none by default."""
         return {}
+
+    def dataset(self, split: str) -> Dataset:
+        """``split``'s examples (train, val or test): a map-style dataset, or for streamed data an iterable of
+        ready batches."""
+        raise NotImplementedError
 
     def split_id(self, split: str) -> str:
         """A string that changes whenever ``split``'s examples do (cache keys)."""

@@ -362,14 +362,18 @@ class ShardedImageDataModule(GenlabDataModule):
         ).hexdigest()
         return f"{self.name}-{split}{sum(counts)}-{self.channels}x{self.resolution}px-{digest[:8]}"
 
-    def loader(self, split: str) -> StreamLoader:
+    def dataset(self, split: str) -> ShardStream:
+        """``split``'s stream of batches (shuffled for train), as one process reads it in epoch 0."""
         urls, counts = self._split(split)
         train = split == "train"
-        stream = ShardStream(
+        return ShardStream(
             urls, counts, self.batch_size, self.channels, self.resolution, self.labels,
             shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
         )  # fmt: skip
-        return StreamLoader(stream, num_workers=self.num_workers if train else 0)
+
+    def loader(self, split: str) -> StreamLoader:
+        workers = self.num_workers if split == "train" else 0
+        return StreamLoader(self.dataset(split), num_workers=workers)
 
     def train_dataloader(self) -> StreamLoader:
         self._train_loader = self.loader("train")

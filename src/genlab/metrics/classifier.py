@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchmetrics import Metric
 
 from genlab.utils.files import atomic_save
@@ -70,9 +70,12 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        loader = DataLoader(
-            train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
-        )
+        if isinstance(train_set, IterableDataset):  # a stream of ready (shuffled) batches
+            loader = train_set
+        else:
+            loader = DataLoader(
+                train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
+            )
         classifier = Classifier(channels, num_classes).to(device).train()
         optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
@@ -87,7 +90,8 @@ def train_classifier(
                 step += 1
                 if step == steps:
                     break
-        val_accuracy = accuracy(classifier, DataLoader(val_set, batch_size=256), torch.device(device))
+        val_loader = val_set if isinstance(val_set, IterableDataset) else DataLoader(val_set, batch_size=256)
+        val_accuracy = accuracy(classifier, val_loader, torch.device(device))
     return classifier.eval().requires_grad_(False), val_accuracy
 
 
