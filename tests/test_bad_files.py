@@ -95,3 +95,7 @@ def test_the_index_is_cached_and_only_new_files_are_decoded(tmp_path, monkeypatc
     third = index_images(tmp_path / "wild", tmp_path / "cache")
     assert not third.cached and [p.name for p in decoded] == ["new.png"]
     assert len(third.files) == 41 and len(third.bad) == len(bad) - 1
+    assert (
+        third.files == sorted(third.files)
+        and str(tmp_path / "wild" / "b" / "deep" / "new.png") in third.files
+    )

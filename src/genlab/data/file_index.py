@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from genlab.utils.files import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FileIndex:
     """The image files of ``folder`` (sorted), and those that cannot be read with the reason."""
 
     folder: Path
-    files: list[Path]
+    files: list[str]  # absolute paths
     bad: dict[Path, str]
     cached: bool  # True when read from the cache (nothing was decoded)
 
@@ -99,31 +99,34 @@ def _locked(path: Path):
 
 def index_images(folder: Path, cache_dir: str | Path | None = None, threads: int | None = None) -> FileIndex:
     """Every image file under ``folder`` (recursive, sorted) checked by :func:`check_image`; cached in
-    ``cache_dir`` (None: built every time)."""
+    ``cache_dir`` (None: built every time). The cache is two files: the index a start reads (the readable files,
+    the unreadable ones, the directories' mtimes) and the files' sizes and mtimes, read only to rebuild."""
     folder = folder.resolve()
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}.json"
     with _locked(cache.with_suffix(".lock")) if cache else contextlib.nullcontext():
         record = json.loads(cache.read_text()) if cache and cache.is_file() else {}
-        if not _fresh(record, folder):
-            record = _build(folder, record.get("files", {}), threads)
+        cached = _fresh(record, folder)
+        if not cached:
+            stats_file = cache.with_suffix(".stats.json") if cache else None
+            previous = json.loads(stats_file.read_text()) if stats_file and stats_file.is_file() else {}
+            record, stats = _build(folder, previous if record else {}, threads)
             if cache is not None:
+                atomic_write(stats_file, lambda f: f.write(json.dumps(stats).encode()))
                 atomic_write(cache, lambda f: f.write(json.dumps(record).encode()))
-            cached = False
-        else:
-            cached = True
-    entries = sorted(record["files"].items())
+    root = str(folder)
     return FileIndex(
         folder,
-        files=[folder / rel for rel, (_, _, why) in entries if why is None],
-        bad={folder / rel: why for rel, (_, _, why) in entries if why is not None},
+        files=[f"{root}{os.sep}{rel}" for rel in record["files"]],  # strings: 100k Paths cost most of a start
+        bad={folder / rel: why for rel, why in record["bad"].items()},
         cached=cached,
     )
 
 
-def _build(folder: Path, previous: dict[str, list], threads: int | None) -> dict:
-    """Lists ``folder`` and decodes each file not in ``previous`` with the same size and mtime."""
+def _build(folder: Path, previous: dict[str, list], threads: int | None) -> tuple[dict, dict]:
+    """(index, per-file [size, mtime, why]): lists ``folder`` and decodes each file not in ``previous`` with the
+    same size and mtime."""
     dirs, stats = _walk(folder)
     verdicts: dict[str, list] = {}
     todo = []
@@ -137,4 +140,12 @@ def _build(folder: Path, previous: dict[str, list], threads: int | None) -> dict
     with ThreadPoolExecutor(workers) as pool:
         for rel, why in zip(todo, pool.map(lambda r: check_image(folder / r), todo)):
             verdicts[rel] = [*stats[rel], why]
-    return {"version": VERSION, "folder": str(folder), "dirs": dirs, "files": verdicts}
+    ordered = sorted(verdicts)
+    index = {
+        "version": VERSION,
+        "folder": str(folder),
+        "dirs": dirs,
+        "files": [rel for rel in ordered if verdicts[rel][2] is None],
+        "bad": {rel: verdicts[rel][2] for rel in ordered if verdicts[rel][2] is not None},
+    }
+    return index, verdicts

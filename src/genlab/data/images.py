@@ -67,13 +67,13 @@ class ImageFiles(Dataset):
 
     def __init__(
         self,
-        files: list[Path],
+        files: list[str] | list[Path],
         channels: int,
         resolution: int,
         crop: int | None = None,
         labels: list[int] | None = None,
     ):
-        self.files = files
+        self.paths = [str(f) for f in files]
         self.labels = torch.tensor(labels) if labels is not None else None
         self.mode = "L" if channels == 1 else "RGB"
         self.transform = transforms.Compose(
@@ -85,11 +85,15 @@ class ImageFiles(Dataset):
             ]
         )
 
+    @property
+    def files(self) -> list[Path]:
+        return [Path(p) for p in self.paths]
+
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        with Image.open(self.files[i]) as img:
+        with Image.open(self.paths[i]) as img:
             image = self.transform(img.convert(self.mode))
         return image if self.labels is None else (image, self.labels[i])
 
@@ -467,7 +471,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.index_cache, self.save_dir = index_cache, Path(save_dir) if save_dir else None
         self.bad_files: dict[Path, str] = {}  # skipped: file -> why it cannot be read
 
-    def list_images(self, folder: Path, expectation: str) -> list[Path]:
+    def list_images(self, folder: Path, expectation: str) -> list[str]:
         """The readable images under ``folder`` (from the cached :func:`index_images`); unreadable ones are
         skipped (named once in the log and in ``<run>/bad_files.txt``) or, with ``on_bad_file=error``, refused
         here, before training."""
@@ -486,7 +490,9 @@ class ImageFolderDataModule(ImageDataModule):
             if report is not None:
                 self.save_dir.mkdir(parents=True, exist_ok=True)
                 report.write_text("".join(f"{path}\t{why}\n" for path, why in index.bad.items()))
-            first = ", ".join(f"{p.relative_to(folder)} ({why})" for p, why in list(index.bad.items())[:3])
+            first = ", ".join(
+                f"{p.relative_to(index.folder)} ({why})" for p, why in list(index.bad.items())[:3]
+            )
             log.warning(
                 "Skipping %d unreadable image file(s) of %s: %s%s%s",
                 len(index.bad),
@@ -507,14 +513,13 @@ class ImageFolderDataModule(ImageDataModule):
         files = self.list_images(folder, f"data={self.name} expects image files under {folder}")
         labels = None
         if self.labels:
-            outside = [f for f in files if f.parent == folder]
-            if outside:
-                raise self._unlabelled(
-                    f"{len(outside)} images lie in {folder} itself, not in a class subfolder"
-                )
-            self.class_names = sorted({f.relative_to(folder).parts[0] for f in files})
+            prefix = len(str(folder.resolve())) + 1
+            tops = [f[prefix:].split(os.sep, 1) for f in files]  # (class folder, rest) or (file,)
+            if outside := sum(len(top) == 1 for top in tops):
+                raise self._unlabelled(f"{outside} images lie in {folder} itself, not in a class subfolder")
+            self.class_names = sorted({top[0] for top in tops})
             index = {name: i for i, name in enumerate(self.class_names)}
-            labels = [index[f.relative_to(folder).parts[0]] for f in files]
+            labels = [index[top[0]] for top in tops]
         return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop, labels))
 
 
@@ -565,7 +570,7 @@ class CelebADataModule(ImageFolderDataModule):
         if partition is None:
             return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
         split_of = dict(line.split() for line in partition.read_text().splitlines() if line.strip())
-        splits = [[f for f in files if split_of.get(f.name) == code] for code in "012"]
+        splits = [[f for f in files if split_of.get(os.path.basename(f)) == code] for code in "012"]
         if not all(splits):
             raise DatasetNotFoundError(
                 f"{partition} assigns no images of {folder} to the train (0), val (1) or test (2) split."
