@@ -1,12 +1,27 @@
-"""Callbacks that tests add to real runs (``+callbacks.<name>._target_=tests.probes.<Class>``, with the
-repository root on PYTHONPATH)."""
+"""Callbacks that tests add to real runs: from the command line (``+callbacks.<name>._target_=tests.probes.<Class>``,
+the repository root on PYTHONPATH where the script must import them) or as ``extra_callbacks``."""
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+
+
+class JobClock(pl.Callback):
+    """Writes ``{"pid", "start", "end"}`` of the fit (wall clock) to ``path``: which process ran a job, and when."""
+
+    def __init__(self, path: str):
+        self.path, self.start = Path(path), 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.time()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.path.write_text(json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}))
 
 
 def image_digest(image: torch.Tensor) -> str:
