@@ -19,7 +19,7 @@ from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
 from genlab.families import FAMILIES
 from genlab.pipeline import train
-from tests.conftest import QUICK, ROOT, VARIANTS, compose_train, quick_run, run_script
+from tests.conftest import LABELLED, QUICK, ROOT, VARIANTS, compose_train, quick_run, run_script
 
 FAMILY_ARGS = {name: quick_run(name) for name in VARIANTS}  # conditional variants too
 
@@ -60,7 +60,11 @@ def assert_same_tensors(a, b, where: str) -> None:
 
 
 # ---- resume ----
-@pytest.mark.parametrize("family", list(FAMILY_ARGS))
+# The conditional variants resume through the same code as their families (labels are data, not state): under
+# `-m long`, so CI stays within its time.
+@pytest.mark.parametrize(
+    "family", [pytest.param(v, marks=pytest.mark.long) if v.endswith(LABELLED) else v for v in FAMILY_ARGS]
+)
 def test_resume_reproduces_the_uninterrupted_run(family, tmp_path):
     args = FAMILY_ARGS[family]
     train(compose_train(args, tmp_path / "straight"))
@@ -89,7 +93,8 @@ def test_ckpt_path_last_finds_the_newest_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes SIGTERM's path once its handler has set the same flag (its own test under `-m long`).
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.long)])
 def test_signal_saves_a_checkpoint_then_resume_finishes(signum, tmp_path):
     run = tmp_path / "run"
     args = [a for a in QUICK if "limit_train_batches" not in a and "max_epochs" not in a]

@@ -161,7 +161,7 @@ def test_stopped_optuna_sweep_resumes_with_the_missing_trials(tmp_path):
         f"hydra.sweeper.storage=sqlite:///{db}",
         *VAE_QUICK,
         "trainer=cpu",
-        "trainer.max_epochs=40",  # a trial of several seconds, to be stopped in
+        "trainer.max_epochs=15",  # a trial of several seconds, to be stopped in
     ]
     first, second = tmp_path / "first", tmp_path / "second"
     env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache")}
