@@ -105,6 +105,35 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(shards, tmp_path):
         assert_same_tensors(straight[key], resumed[key], key)
 
 
+@pytest.mark.long  # three 2-process runs; the single-process resume above covers the same stream state in CI
+def test_resume_mid_epoch_under_ddp_reproduces_the_uninterrupted_run(shards, tmp_path):
+    args = stream_args(str(shards / TRAIN), str(shards / VAL), "trainer=ddp_cpu", "trainer.devices=2")
+    args += [
+        "data.num_workers=2",
+        "data.batch_size=64",
+        "trainer.max_epochs=2",
+        "+trainer.limit_val_batches=1",
+    ]
+    env = {"PYTHONPATH": str(ROOT)}  # 2 x 8 steps; preempted at step 12: batch 4 of the second epoch
+    run_script("train.py", [*args, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path, env=env)
+    preempt = ["+callbacks.preempt._target_=tests.probes.PreemptAtStep", "+callbacks.preempt.step=12"]
+    stopped = run_script(
+        "train.py", [*args, *preempt, f"hydra.run.dir={tmp_path / 'stopped'}"], tmp_path, env=env, check=False
+    )
+    assert load(tmp_path / "stopped" / "checkpoints" / "last.ckpt")["global_step"] == 12, stopped.stderr[
+        -2000:
+    ]
+    resume = [f"ckpt_path={tmp_path / 'stopped'}", f"hydra.run.dir={tmp_path / 'resumed'}"]
+    run_script("train.py", [*args, *resume], tmp_path, env=env)
+    straight = load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert (
+        straight["ShardedImageDataModule"] == resumed["ShardedImageDataModule"] == {"epoch": 1, "batches": 8}
+    )
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):
+        assert_same_tensors(straight[key], resumed[key], key)
+
+
 @pytest.fixture
 def http_server(shards):
     with socket.socket() as s:

@@ -34,12 +34,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Sets the states ``state`` holds (a DDP rank's restored state holds torch's only)."""
     torch.set_rng_state(state["torch"])
-    numpy = state["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy["pos"], *numpy["gauss"]))
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    if "numpy" in state:
+        numpy = state["numpy"]
+        keys = numpy["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, numpy["pos"], *numpy["gauss"]))
+    if "python" in state:
+        python = state["python"]
+        random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -47,24 +50,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class RNGState(pl.Callback):
     """Saves the RNG states with every checkpoint and restores them on resume.
 
-    With them (and Lightning's own optimizer, scheduler, EMA and loop state) a run resumed from an
-    end-of-epoch checkpoint draws the same shuffling and noise as one that never stopped. Under DDP
-    each rank's state is saved by rank 0 only, so a resumed DDP run is reproducible but not identical.
+    With them (and Lightning's own optimizer, scheduler, EMA and loop state) a resumed run draws the same
+    shuffling and noise as one that never stopped. Under DDP every rank saves (checkpoints are written by all
+    ranks' hooks, by rank 0's file): each rank's torch generator (and its CUDA one) is gathered into
+    ``torch_per_rank``, and a resume on the same number of ranks gives each its own back; NumPy's and Python's
+    generators (which genlab's training does not draw from) are restored in single-process runs only.
     """
 
     def __init__(self):
         self.restored: dict | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[RNG_KEY] = rng_state()
+        state = rng_state()
+        if trainer.world_size > 1:
+            device = pl_module.device
+            state["torch_per_rank"] = trainer.strategy.all_gather(state["torch"].to(device)).cpu()
+            if device.type == "cuda":
+                cuda = torch.cuda.get_rng_state(device).to(device)
+                state["cuda_per_rank"] = trainer.strategy.all_gather(cuda).cpu()
+        checkpoint[RNG_KEY] = state
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if RNG_KEY in checkpoint and trainer.world_size == 1:
-            self.restored = checkpoint[RNG_KEY]
+        state = checkpoint.get(RNG_KEY)
+        if state is None:
+            return
+        if trainer.world_size == 1:
+            self.restored = state
+        elif len(state.get("torch_per_rank", ())) == trainer.world_size:
+            # clone: a row of the gathered tensor is a view, and set_rng_state reads its storage from the start
+            self.restored = {"torch": state["torch_per_rank"][trainer.global_rank].clone()}
+            if "cuda_per_rank" in state and pl_module.device.type == "cuda":
+                self.restored["cuda_device"] = state["cuda_per_rank"][trainer.global_rank].clone()
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.restored is not None:  # after the sanity check, which draws random numbers too
             set_rng_state(self.restored)
+            if "cuda_device" in self.restored:
+                torch.cuda.set_rng_state(self.restored["cuda_device"], pl_module.device)
             self.restored = None
 
 

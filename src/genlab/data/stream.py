@@ -23,6 +23,7 @@ reads ``trainer.estimated_stepping_batches``, which builds the loader before the
 """
 
 import io
+import itertools
 import json
 import math
 import random
@@ -38,14 +39,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from genlab.data.base import GenlabDataModule
-from genlab.errors import ConfigError, DatasetNotFoundError
+from genlab.errors import ConfigError, DataError, DatasetNotFoundError
 
 INDEX = "index.json"
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 
 
 def expand_urls(pattern: str) -> list[str]:
-    """The shards of a brace pattern (``shards/train-{000000..000009}.tar``), a comma-free list of them."""
+    """The shards of a brace pattern (``shards/train-{000000..000009}.tar``; several joined by ``::``)."""
     from braceexpand import braceexpand
 
     return [u for part in pattern.split("::") for u in braceexpand(part)]
@@ -159,8 +160,7 @@ class ShardStream(IterableDataset):
         self.urls, self.counts = urls, counts
         self.batch_size, self.channels, self.resolution = batch_size, channels, resolution
         self.labels, self.shuffle, self.shuffle_buffer, self.seed = labels, shuffle, shuffle_buffer, seed
-        self.epoch, self.skip_batches, self.workers = 0, 0, 1
-        self.rank, self.world = 0, 1
+        self.epoch, self.skip_batches, self.rank, self.world = 0, 0, 0, 1
 
     def plan(self) -> Plan:
         return plan_epoch(
@@ -208,7 +208,12 @@ class ShardStream(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")  # str seeds hash stably
         samples = self._shuffled(self._samples(start, stop, plan.shards), rng)
         for i in mine:
-            chunk = [next(samples) for _ in range(plan.batch_sizes[i])]
+            chunk = list(itertools.islice(samples, plan.batch_sizes[i]))
+            if len(chunk) < plan.batch_sizes[i]:
+                raise DataError(
+                    f"The shards of {self.urls[0]} ... hold fewer samples than their index.json counts: write "
+                    "them again with src/shard.py (or correct index.json)."
+                )
             if i - mine.start >= skip:
                 yield self._collate(chunk)
 
