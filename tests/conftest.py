@@ -1,8 +1,13 @@
 """Shared fixtures: real Hydra composition of conf/, real data from ../shared, run helpers."""
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +127,30 @@ def assert_user_error(proc, message: str) -> None:
     assert len(errors) == 1 and message in errors[0], (
         f"expected one 'Error: ...{message}...' line:\n{output[-3000:]}"
     )
+
+
+@contextlib.contextmanager
+def local_server(
+    argv: Callable[[int], list[str]], ready_path: str = "/", timeout: float = 60
+) -> Iterator[str]:
+    """A real server process, ``argv(port)``, on a free 127.0.0.1 port: yields its base URL once ``ready_path``
+    answers 200, and stops it at the end."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if urllib.request.urlopen(url + ready_path, timeout=1).status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"{argv(port)[:4]} did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

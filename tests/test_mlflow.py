@@ -1,16 +1,12 @@
 """``logger=mlflow`` against a real local MLflow tracking server (started on 127.0.0.1 and stopped here); the
 run is read back through MLflow's client API: params, metric history, sample grids and checkpoints."""
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from genlab.pipeline import train
-from tests.conftest import compose_train, quick_run
+from tests.conftest import compose_train, local_server, quick_run
 
 mlflow = pytest.importorskip("mlflow")
 pytestmark = pytest.mark.slow
@@ -18,35 +14,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
+    def argv(port: int) -> list[str]:
+        return [
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1",
             "--port", str(port),
             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--artifacts-destination", str(tmp_path / "artifacts"),
             "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow server did not start")
+        ]  # fmt: skip
+
+    with local_server(argv, "/health") as uri:
         yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_run_logged_to_a_local_mlflow_server_reads_back(tracking_server, tmp_path):

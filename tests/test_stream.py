@@ -3,10 +3,7 @@
 same parameters when served over HTTP from a local server."""
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from genlab.data.stream import (
 )
 from genlab.families import FAMILIES
 from genlab.pipeline import train
-from tests.conftest import DATA, ROOT, compose_train, run_script
+from tests.conftest import DATA, ROOT, compose_train, local_server, run_script
 from tests.probes import PreemptAtStep, image_digest
 from tests.test_reliability import assert_same_tensors, load
 
@@ -136,24 +133,9 @@ def test_resume_mid_epoch_under_ddp_reproduces_the_uninterrupted_run(shards, tmp
 
 @pytest.fixture
 def http_server(shards):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(shards)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
+    serve = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(shards)]
+    with local_server(lambda port: [*serve, str(port)], "/index.json") as url:
+        yield url
 
 
 def test_shards_over_http_train_to_the_same_parameters_as_from_disk(shards, http_server, tmp_path):
