@@ -469,7 +469,6 @@ class ImageFolderDataModule(ImageDataModule):
             raise ConfigError(f"data.on_bad_file={on_bad_file!r} is unknown: use one of {BAD_FILE_POLICIES}")
         self.crop, self.on_bad_file = crop, on_bad_file
         self.index_cache, self.save_dir = index_cache, Path(save_dir) if save_dir else None
-        self.bad_files: dict[Path, str] = {}  # skipped: file -> why it cannot be read
 
     def list_images(self, folder: Path, expectation: str) -> list[str]:
         """The readable images under ``folder`` (from the cached :func:`index_images`); unreadable ones are
@@ -485,7 +484,6 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{path} is {why}{more}: remove it, or set data.on_bad_file=skip to train without such files."
             )
         if index.bad:
-            self.bad_files = index.bad
             report = self.save_dir / "bad_files.txt" if self.save_dir else None
             if report is not None:
                 self.save_dir.mkdir(parents=True, exist_ok=True)
