@@ -3,7 +3,8 @@
 Shards hold one sample per key (``000123.png`` and, with labels, ``000123.cls``), WebDataset's layout;
 ``src/shard.py`` writes them from any image datamodule together with ``index.json`` (each shard's sample
 count, the class names), which must lie beside the shards. Reading uses the ``webdataset`` package (brace
-expansion, ``gopen`` for local files and URLs, its tar iteration and key grouping); the split across
+expansion, ``gopen`` for local files and ``pipe:`` commands, its tar iteration and key grouping; http(s) URLs
+are read with Python's own ``urllib``, so no ``curl`` is needed); the split across
 processes is genlab's own, because WebDataset's (by shard, per node and worker) gives processes unequal
 numbers of samples, which hangs DDP at the end of an epoch or drops samples.
 
@@ -27,10 +28,11 @@ import itertools
 import json
 import math
 import random
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,17 +65,15 @@ def _parent_and_name(url: str) -> tuple[str, str]:
 
 def read_index(urls: list[str]) -> tuple[list[int], list[str] | None]:
     """(sample count of each shard, class names or None) from the ``index.json`` beside the shards."""
-    from webdataset.gopen import gopen
-
     counts, names, indexes = [], None, {}
     for url in urls:
         parent, name = _parent_and_name(url)
         if parent not in indexes:
             where = f"{parent}/{INDEX}"
             try:
-                with gopen(where, "rb") as f:
+                with open_shard(where) as f:
                     indexes[parent] = json.loads(f.read())
-            except Exception as e:  # gopen raises OSError for files, IOError/ValueError for curl pipes
+            except Exception as e:  # OSError for files and URLs, ValueError for a malformed URL or JSON
                 raise DatasetNotFoundError(
                     f"No shard index at {where} ({type(e).__name__}): write shards with "
                     "`python src/shard.py data=<image data> out=<folder>`, which puts index.json beside them."
@@ -86,6 +86,15 @@ def read_index(urls: list[str]) -> tuple[list[int], list[str] | None]:
         counts.append(int(shards[name]))
         names = indexes[parent].get("class_names", names)
     return counts, names
+
+
+def open_shard(url: str) -> IO[bytes]:
+    """A binary stream of ``url``: http(s) through ``urllib``, anything else (paths, ``pipe:``) through gopen."""
+    if url.startswith(("http://", "https://")):
+        return urllib.request.urlopen(url, timeout=60)
+    from webdataset.gopen import gopen
+
+    return gopen(url, "rb")
 
 
 def decode_image(data: bytes, channels: int, resolution: int) -> torch.Tensor:
@@ -173,7 +182,6 @@ class ShardStream(IterableDataset):
 
     def _samples(self, start: int, stop: int, shards: list[int]) -> Iterator[dict[str, Any]]:
         """Samples ``start`` ... ``stop - 1`` of the epoch's stream (raw bytes), opening only their shards."""
-        from webdataset.gopen import gopen
         from webdataset.tariterators import group_by_keys, tar_file_iterator
 
         position = 0
@@ -185,7 +193,7 @@ class ShardStream(IterableDataset):
             if position >= stop:
                 return
             url = self.urls[shard]
-            with gopen(url, "rb") as stream:
+            with open_shard(url) as stream:
                 files = ({**file, "__url__": url} for file in tar_file_iterator(stream))
                 for sample in group_by_keys(files):
                     if position >= stop:
