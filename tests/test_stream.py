@@ -44,7 +44,6 @@ def stream_args(train_urls: str, val_urls: str, *extra: str) -> list[str]:
         "data=webdataset",
         f'data.urls="{train_urls}"',
         f'data.val_urls="{val_urls}"',
-        "data.batch_size=64",
         "data.shuffle_buffer=100",
         "metrics=null",
         "optimized_metric=null",

@@ -23,6 +23,7 @@ uninterrupted one. (Lightning's own stateful-loader hook is not used: it is skip
 reads ``trainer.estimated_stepping_batches``, which builds the loader before the loop state is restored.)
 """
 
+import hashlib
 import io
 import itertools
 import json
@@ -367,8 +368,6 @@ class ShardedImageDataModule(GenlabDataModule):
         return {"num_classes": len(self.class_names)}
 
     def split_id(self, split: str) -> str:
-        import hashlib
-
         urls, counts = self._split(split)
         digest = hashlib.sha256(
             repr([Path(u).name if not _is_url(u) else u for u in urls]).encode()
