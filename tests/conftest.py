@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -26,6 +27,14 @@ FID_WEIGHTS = SHARED / "weights" / "fid_inception_v3_2015_12_05.pth"
 os.environ["GENLAB_ROOT"] = str(ROOT)
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("GENLAB_FID_WEIGHTS", None)  # tests pass the weights explicitly
+
+# Under pytest-xdist (`-n 2`, as CI runs) the workers share the cores: each process, and every process it
+# starts, gets its share of threads (oversubscribed OpenMP threads spin and slow both workers down).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
 
 
 def _require(path: Path) -> Path:
