@@ -33,6 +33,7 @@ from _results import bench_parser, report  # noqa: E402
 from genlab.families import FAMILIES  # noqa: E402
 from genlab.models.gan import GAN  # noqa: E402
 from genlab.pipeline import fill_model_inputs  # noqa: E402
+from genlab.utils.step_cost import remember_no_cuda  # noqa: E402
 
 # MNIST (469 batches an epoch): the timed window holds no epoch end, whose checkpoint writes are per epoch.
 IMAGES = [
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--family", choices=list(FAMILIES), help="one family (default: all)")
     parser.add_argument("--data", default=str(SHAKESPEARE), help="tiny shakespeare input.txt (gpt)")
     args = parser.parse_args()
+    remember_no_cuda()  # a plain loop without Lightning imported never probes NVML per step (genlab neither)
     warmup, steps, rounds, seconds = (3, 10, 1, 0.0) if args.quick else (5, 40, 5, 8.0)
     families = [args.family] if args.family else list(FAMILIES)
     result: dict[str, Any] = {

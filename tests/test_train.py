@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
 from genlab.pipeline import ConfigError, train
+from genlab.utils.step_cost import NullProfiler, remember_no_cuda
 from tests.conftest import QUICK, compose_train, run_script
 from tests.wandb_reader import read_run
 
@@ -201,6 +203,34 @@ def test_debug_configs_run(option, tmp_path):
         assert "run_training_epoch" in report.read_text()
     if option == "fast_dev_run":
         assert not (tmp_path / "checkpoints").exists(), "fast_dev_run writes no checkpoints"
+
+
+class KeepProfiler(pl.Callback):
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.profiler = trainer.profiler
+
+
+def test_unprofiled_runs_use_the_null_profiler(tmp_path):
+    """Without ``trainer.profiler``, Lightning's ~200 ``profile()`` calls per batch get one shared no-op context."""
+    keep = KeepProfiler()
+    train(compose_train([*QUICK, "callbacks.progress_bar=null"], tmp_path), extra_callbacks=[keep])
+    assert type(keep.profiler) is NullProfiler
+    assert keep.profiler.profile("a") is keep.profiler.profile("b")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to be found")
+def test_no_cuda_is_remembered(monkeypatch):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 makes every is_available() (each optimizer step) retry NVML."""
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "_cached_device_count", None)
+    probes = []
+    real = torch.cuda._device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: probes.append(1) or real())
+    assert not torch.cuda.is_available() and probes, "without the fix each check probes NVML"
+    remember_no_cuda()
+    probes.clear()
+    torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]).step()
+    assert not torch.cuda.is_available() and not probes
 
 
 def test_overfit_fits_its_batches(tmp_path):

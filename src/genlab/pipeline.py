@@ -36,6 +36,7 @@ from genlab.utils import ddp_launch
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
+from genlab.utils.step_cost import NullProfiler, remember_no_cuda
 from genlab.utils.wandb_runs import WandbRunId, continue_logged_run, organise_wandb_runs
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,15 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     callbacks += extra_callbacks or []
     loggers = instantiate_group(cfg.get("logger"))
     plugins = [*instantiate(cfg.trainer.get("plugins") or [], _convert_="all"), AtomicCheckpointIO()]
+    remember_no_cuda()
+    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NullProfiler()}
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="all"
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=plugins,
+        **profiler,
+        _convert_="all",
     )
     configure_ddp(trainer, model)
     for logger in loggers:

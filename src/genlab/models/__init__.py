@@ -55,6 +55,14 @@ class GenerativeModel(pl.LightningModule):
         self.optimizer_factory = optimizer
         self._grad_norm: tuple[torch.optim.Optimizer, torch.Tensor] | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name around each of its ~25 hook calls per batch; nn.Module's
+        # __setattr__ checks every value against Parameter, Buffer and Module first (~2 us each).
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # ---- batches and stages ----
     @staticmethod
     def inputs(batch: Any) -> torch.Tensor:
