@@ -8,7 +8,9 @@ loop instantiates the same model and datamodule from that config and does each b
 the module's own methods (``training_loss``, ``update_averages``; the GAN's D and G losses), with the
 optimizers and LR schedules of its own ``build_optimizers``. The sides alternate for several
 rounds; the best time of each is compared over the same batches after a warm-up: a window of about 8 s of
-the plain loop (at least 40 batches), so a fast model's ratio is not a second's noise. Besides the ratio, the
+the plain loop (at least 40 batches), so a fast model's ratio is not a second's noise. The median of the rounds'
+own ratios is reported beside it: on a shared 2-core machine the host's speed drifts by several percent between
+rounds, and a pair of adjacent runs shares the drift. Besides the ratio, the
 fixed cost genlab adds per batch (ms) is reported: the ratio of any other model follows from its step time.
 
     python bench/train_overhead.py [--family gan] [--data ../shared/data/tinyshakespeare/input.txt] [--quick]
@@ -185,6 +187,7 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
         times["genlab"].append(genlab_seconds(cfg, warmup, steps))
         print(f"{family} round {r + 1}: plain {times['plain'][-1]:.2f} s, genlab {times['genlab'][-1]:.2f} s")
     plain, ours = steps / min(times["plain"]), steps / min(times["genlab"])
+    paired = sorted(p / g for p, g in zip(times["plain"], times["genlab"]))
     costs = hook_costs(cfg, warmup + steps)
     return {
         "batch_size": cfg.data.batch_size,
@@ -192,6 +195,7 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
         "plain_steps_per_s": round(plain, 2),
         "genlab_steps_per_s": round(ours, 2),
         "ratio": round(ours / plain, 3),
+        "paired_ratio_median": round(paired[len(paired) // 2], 3),  # drift-robust: each round's own ratio
         "overhead_ms_per_batch": round(1000 * (1 / ours - 1 / plain), 2),
         "plain_seconds": [round(t, 3) for t in times["plain"]],
         "genlab_seconds": [round(t, 3) for t in times["genlab"]],
@@ -205,7 +209,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(SHAKESPEARE), help="tiny shakespeare input.txt (gpt)")
     args = parser.parse_args()
     remember_no_cuda()  # a plain loop without Lightning imported never probes NVML per step (genlab neither)
-    warmup, steps, rounds, seconds = (3, 10, 1, 0.0) if args.quick else (5, 40, 5, 8.0)
+    warmup, steps, rounds, seconds = (3, 10, 1, 0.0) if args.quick else (5, 40, 7, 8.0)
     families = [args.family] if args.family else list(FAMILIES)
     result: dict[str, Any] = {
         "warmup_batches": warmup,
