@@ -119,9 +119,14 @@ def record(name: str, overrides: list[str], evaluation: list[str], quick: bool) 
 
 def described(metric: str, value: float, protocol: dict) -> str:
     """``val/fid 12.3 (val, 10000 samples)``: a figure with the split and sample count it was measured on."""
-    entry = protocol.get(metric.split("/")[-1], {})
+    entry = protocol.get(metric) or protocol.get(metric.split("/")[-1], {})
     where = [entry.get("split") or metric.split("/")[0]]
-    for key, unit in (("num_samples", "samples"), ("sentences", "sentences"), ("images", "images")):
+    for key, unit in (
+        ("num_samples", "samples"),
+        ("samples", "samples"),
+        ("sentences", "sentences"),
+        ("images", "images"),
+    ):
         if key in entry:
             where.append(f"{entry[key]} {unit}")
     if "k" in entry:
@@ -138,10 +143,13 @@ def row(name: str) -> str:
         )
     r = json.loads(path.read_text())
     metric = r["optimized_metric"]
+    if metric == "auto":  # the pipeline's choice: val/fid where FID was computed
+        metric = "val/fid"
     reached = [described(metric, r["metrics"][metric], r["protocol"])] if metric in r["metrics"] else []
     if "evaluation" in r:
         e = r["evaluation"]
         test = [k for k in e["metrics"] if k.startswith("test/")] or list(e["metrics"])
+        test.sort(key=lambda k: k not in e["protocol"])  # figures with a stated protocol first
         reached += [described(k, e["metrics"][k], e["protocol"]) for k in test[:2]]
     shortened = f" with `{' '.join(r['overrides'])}`" if r["overrides"] else ""
     trained = f"{r['epochs']} epoch(s), {r['steps']} steps{shortened}"
