@@ -126,6 +126,7 @@ def described(metric: str, value: float, protocol: dict) -> str:
         ("samples", "samples"),
         ("sentences", "sentences"),
         ("images", "images"),
+        ("samples_per_image", "samples per image"),
     ):
         if key in entry:
             where.append(f"{entry[key]} {unit}")
