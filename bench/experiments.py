@@ -4,7 +4,7 @@
 overrides shorten a run that does not fit this machine; they are recorded and shown), optionally evaluates
 the checkpoint with ``--eval "<eval.py overrides>"``, and writes ``bench/results/experiments/NAME.json``:
 the command, the budget trained (epochs, optimizer steps), the optimised metric and its protocol (split,
-sample count), the evaluation's metrics, and the wall time of each. Without ``--run`` the README table
+sample count), each evaluation's metrics (``--eval`` may be repeated), and the wall time of each. Without ``--run`` the README table
 between ``<!-- experiments:begin -->`` and ``<!-- experiments:end -->`` is rewritten from those files (every
 ``conf/experiment/*.yaml`` gets a row; ones without a record say so); ``--check`` only verifies it is current.
 
@@ -74,7 +74,7 @@ def applicable(override: str, cfg) -> bool:
     return key.startswith("trainer.") or OmegaConf.select(cfg, key, default=None) is not None
 
 
-def record(name: str, overrides: list[str], evaluation: list[str], quick: bool) -> dict:
+def record(name: str, overrides: list[str], evaluations: list[list[str]], quick: bool) -> dict:
     composed = compose_train([f"experiment={name}", *overrides])
     overrides = [*overrides, *(q for q in QUICK if quick and applicable(q, composed))]
     args = [f"experiment={name}", *data_args(name), *overrides]
@@ -98,19 +98,20 @@ def record(name: str, overrides: list[str], evaluation: list[str], quick: bool) 
             "machine": f"{torch.get_num_threads()}-thread CPU ({platform.processor() or platform.machine()})",
             "date": time.strftime("%Y-%m-%d"),
         }
-        if evaluation:
-            evaluation = [
-                *evaluation,
-                *(["++trainer.limit_test_batches=2", "num_samples=8"] if quick else []),
-            ]
-            seconds = run("eval.py", [f"ckpt_path={out}", *evaluation], Path(tmp) / "eval")
-            metrics = json.loads((Path(tmp) / "eval" / "metrics.json").read_text())
-            result["evaluation"] = {
-                "command": shlex.join(["python", "src/eval.py", "ckpt_path=<run>", *evaluation]),
-                "metrics": {k: v for k, v in metrics.items() if k != "protocol"},
-                "protocol": metrics.get("protocol", {}),
-                "seconds": round(seconds),
-            }
+        result["evaluations"] = []
+        few_samples = "num_samples=8" if composed.get("metrics") else "+overrides.model.bleu_samples=4"
+        for i, extra in enumerate(evaluations):
+            extra = [*extra, *(["++trainer.limit_test_batches=2", few_samples] if quick else [])]
+            seconds = run("eval.py", [f"ckpt_path={out}", *extra], Path(tmp) / f"eval{i}")
+            metrics = json.loads((Path(tmp) / f"eval{i}" / "metrics.json").read_text())
+            result["evaluations"].append(
+                {
+                    "command": shlex.join(["python", "src/eval.py", "ckpt_path=<run>", *extra]),
+                    "metrics": {k: v for k, v in metrics.items() if k != "protocol"},
+                    "protocol": metrics.get("protocol", {}),
+                    "seconds": round(seconds),
+                }
+            )
     folder = RESULTS.with_name("experiments_quick") if quick else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -147,14 +148,13 @@ def row(name: str) -> str:
     if metric == "auto":  # the pipeline's choice: val/fid where FID was computed
         metric = "val/fid"
     reached = [described(metric, r["metrics"][metric], r["protocol"])] if metric in r["metrics"] else []
-    if "evaluation" in r:
-        e = r["evaluation"]
+    for e in r["evaluations"]:
         test = [k for k in e["metrics"] if k.startswith("test/")] or list(e["metrics"])
         test.sort(key=lambda k: k not in e["protocol"])  # figures with a stated protocol first
         reached += [described(k, e["metrics"][k], e["protocol"]) for k in test[:2]]
     shortened = f" with `{' '.join(r['overrides'])}`" if r["overrides"] else ""
     trained = f"{r['epochs']} epoch(s), {r['steps']} steps{shortened}"
-    seconds = f"{r['seconds']} s" + (f" + eval {r['evaluation']['seconds']} s" if "evaluation" in r else "")
+    seconds = " + eval ".join(f"{x['seconds']} s" for x in [r, *r["evaluations"]])
     return f"| `{name}` | {trained} | {'; '.join(reached)} | {seconds} | {r['machine']}, {r['date']} |"
 
 
@@ -167,11 +167,18 @@ def table() -> str:
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--run", metavar="NAME", help="train conf/experiment/NAME.yaml and record it")
-    parser.add_argument("--eval", default="", help="eval.py overrides for the trained checkpoint")
+    parser.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        help="eval.py overrides for the trained checkpoint (repeatable)",
+    )
     parser.add_argument("--check", action="store_true", help="fail if the README table is not current")
     args, overrides = parser.parse_known_args()
     if args.run:
-        print(json.dumps(record(args.run, overrides, shlex.split(args.eval), args.quick), indent=2))
+        print(
+            json.dumps(record(args.run, overrides, [shlex.split(e) for e in args.eval], args.quick), indent=2)
+        )
         return
     text = README.read_text()
     pattern = re.compile(f"{re.escape(BEGIN)}\n.*?{re.escape(END)}", re.S)

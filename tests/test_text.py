@@ -279,16 +279,44 @@ def test_parallel_corpus_reads_the_multi30k_test_split(multi30k):
         references = f.read().split("\n")[:3]
     assert [r for _, r in dm.bleu_pairs(3, "test")] == references
     assert [r for _, r in dm.bleu_pairs(3, "val")] != references
-    x, y = next(iter(dm.test_dataloader()))
-    assert x.shape == (64, 64) and torch.equal(x, dm.test_set[:64][0])
+    x, y = next(iter(dm.test_dataloader()))  # cut to the batch's longest pair
+    full = dm.test_set[:64][0]
+    assert x.shape[0] == 64 and x.shape[1] <= 64 and torch.equal(x, full[:, : x.shape[1]])
+    assert (full[:, x.shape[1] :] == dm.special("<pad>")).all()
     missing = ParallelDataModule(root=str(multi30k), test_split="test_2017_mscoco")
     assert not missing.has_test_split
     with pytest.raises(ConfigError, match="data=parallel has no test split.*data.test_split"):
         missing.test_dataloader()
 
 
+def test_trimmed_batches_keep_the_loss_and_length_grouping_cuts_padding(multi30k):
+    from genlab.data.text import ParallelDataModule, trim_padding
+
+    dm = ParallelDataModule(root=str(multi30k), block_size=96, vocab_size=1000, batch_size=32)
+    rows = [dm.dataset("train")[i] for i in range(32)]
+    x, y = trim_padding(rows)
+    full_x, full_y = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    assert x.shape[1] % 8 == 0 and x.shape[1] < 96 and (full_y[:, x.shape[1] :] == -100).all()
+    torch.manual_seed(0)
+    model = LanguageModel(net=GPT(dm.vocab_size, 96, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
+    assert model.nll(x, y).item() == pytest.approx(model.nll(full_x, full_y).item(), rel=1e-5)
+
+    def widths(group: bool, epoch: int = 0) -> tuple[list[int], list[int]]:
+        dm.group_by_length = group
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [b[0].shape[1] for b in loader], list(loader.sampler)
+
+    plain, plain_order = widths(False)
+    grouped, order = widths(True)
+    assert sorted(order) == sorted(plain_order) == list(range(29000))  # every pair once an epoch
+    assert widths(True)[1] == order and widths(True, epoch=1)[1] != order  # fixed by (seed, epoch)
+    assert sum(grouped) < 0.7 * sum(plain) < 0.7 * 96 * len(plain)  # tokens computed on, padding included
+
+
 def test_fast_dev_run_gpt_parallel_with_bleu(multi30k, tmp_path):
     overrides = ["model=gpt", "data=parallel", f"data.root={multi30k}", "data.vocab_size=500", *TINY_GPT]
+    overrides += ["data.group_by_length=true"]
     overrides += ["debug=fast_dev_run", "model.bleu_samples=4", "model.bleu_max_new_tokens=8", "test=true"]
     metrics = train(compose_train(overrides, tmp_path))
     assert 0 <= metrics["val/bleu"] <= 100 and math.isfinite(metrics["val/loss"])

@@ -36,20 +36,43 @@ class EpochShuffle(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def permutation(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        return torch.randperm(self.size, generator=generator)
+
+    def __iter__(self):
+        return iter(self.permutation().tolist())
 
     def __len__(self) -> int:
         return self.size
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, **kwargs) -> DataLoader:
-    """Shuffled batches (last partial batch dropped when there is a full one) that resume exactly."""
+class LengthGroupedShuffle(EpochShuffle):
+    """:class:`EpochShuffle` with each run of ``group`` consecutive examples sorted longest first, so a batch
+    holds examples of similar length and little padding (Hugging Face's ``group_by_length``: megabatches of
+    50 batches). Which examples share a megabatch is still random each epoch; so is the order of megabatches.
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int = 0, batches_per_group: int = 50):
+        super().__init__(len(lengths), seed)
+        self.lengths, self.group = lengths, batch_size * batches_per_group
+
+    def __iter__(self):
+        groups = self.permutation().split(self.group)
+        return iter(
+            torch.cat([g[self.lengths[g].argsort(descending=True, stable=True)] for g in groups]).tolist()
+        )
+
+
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int, sampler: EpochShuffle | None = None, **kwargs
+) -> DataLoader:
+    """Shuffled batches (last partial batch dropped when there is a full one) that resume exactly;
+    ``sampler``: an :class:`EpochShuffle` of the caller's own (default: a plain one seeded by ``seed``)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffle(len(dataset), seed),
+        sampler=sampler or EpochShuffle(len(dataset), seed),
         drop_last=len(dataset) >= batch_size,
         generator=torch.Generator().manual_seed(seed),  # worker seeds, also off the global RNG
         **kwargs,

@@ -10,14 +10,15 @@ corpus (:class:`ParallelDataModule`): one ``source <sep> target <eos>`` example 
 import gzip
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from genlab.data.base import GenlabDataModule
-from genlab.data.sampling import eval_sampler, train_loader
+from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle, eval_sampler, train_loader
 from genlab.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -154,6 +155,7 @@ class TokenizedDataModule(GenlabDataModule):
 
     modality: ClassVar[str] = "text"
     references: ClassVar[bool] = False  # eval targets are references: BLEU of decodes means something
+    collate_fn: ClassVar[Callable | None] = None  # the loaders' (None: torch's default_collate)
 
     def __init__(
         self,
@@ -253,11 +255,28 @@ class TokenizedDataModule(GenlabDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self.dataset("train"), self.batch_size, self.seed, num_workers=self.num_workers)
+        return train_loader(
+            self.dataset("train"),
+            self.batch_size,
+            self.seed,
+            sampler=self._train_sampler(),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+        )
+
+    def _train_sampler(self) -> EpochShuffle | None:
+        """The training order; None: :func:`train_loader`'s plain shuffle."""
+        return None
 
     def _eval_loader(self, split: str) -> DataLoader:
         data = self.dataset(split)
-        return DataLoader(data, self.batch_size, sampler=eval_sampler(data), num_workers=self.num_workers)
+        return DataLoader(
+            data,
+            self.batch_size,
+            sampler=eval_sampler(data),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -411,6 +430,17 @@ def _read_lines(path: Path) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines
 
 
+def trim_padding(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Stacks (input, target) rows, then drops the columns after the last one holding a target in any row
+    (rounded up to a multiple of 8). A causal model's outputs at the kept positions do not depend on the
+    dropped ones, and the dropped targets are all -100, so the loss is the same at a fraction of the compute.
+    """
+    x, y = default_collate(rows)
+    used = (y != -100).any(0).nonzero()
+    length = min(x.shape[1], -(-(int(used[-1]) + 1) // 8) * 8) if len(used) else x.shape[1]
+    return [x[:, :length], y[:, :length]]
+
+
 class ParallelDataModule(TokenizedDataModule):
     """A parallel corpus for conditional generation with a decoder-only model.
 
@@ -420,10 +450,13 @@ class ParallelDataModule(TokenizedDataModule):
     ``<pad> <sep> <eos>`` of its own; a pretrained tokenizer (``model.init_from``) keeps its vocabulary:
     ``<sep>`` is its newline token and ``<pad>``/``<eos>`` its end-of-text token (GPT-2's ``<|endoftext|>``).
     The test split (``test_split``, e.g. Multi30k's ``test_2016_flickr``) is read when its files exist.
+    Batches are cut to their longest pair (:func:`trim_padding`); ``group_by_length`` also batches pairs of
+    similar length together (:class:`~genlab.data.sampling.LengthGroupedShuffle`), less padding again.
     """
 
     name = "parallel"
     references = True  # targets are reference translations: BLEU of decodes is meaningful
+    collate_fn = staticmethod(trim_padding)
     SPECIALS = ("<pad>", "<sep>", "<eos>")
     END_OF_TEXT = (
         "<|endoftext|>",
@@ -446,9 +479,11 @@ class ParallelDataModule(TokenizedDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = "test",
+        group_by_length: bool = False,
         seed: int = 0,
     ):
         super().__init__(block_size, batch_size, num_workers, save_dir, seed)
+        self.group_by_length = group_by_length
         self.root = Path(root).expanduser() if root else None
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
         self.tokenizer_kind = tokenizer  # bpe | a pretrained one (folder with tokenizer.json, or Hub name)
@@ -551,6 +586,13 @@ class ParallelDataModule(TokenizedDataModule):
             x[i, : len(seq) - 1], y[i, : len(seq) - 1] = seq[:-1], seq[1:]
             y[i, : len(src)] = -100  # no loss on the source or on predicting <sep>
         return TensorDataset(x, y)
+
+    def _train_sampler(self) -> EpochShuffle | None:
+        if not self.group_by_length:
+            return None
+        targets = self.dataset("train").tensors[1] != -100
+        lengths = targets.long().cumsum(1).argmax(1) + 1  # up to the last target, as trim_padding keeps
+        return LengthGroupedShuffle(lengths, self.batch_size, self.seed)
 
     def _no_test_message(self) -> str:
         stem = self.splits["test"]
