@@ -137,7 +137,7 @@ def iw_nll(model, images: torch.Tensor, k: int, seed: int = 0) -> float:
     return float(torch.cat([model.importance_weighted_nll(x, k) for x in images.split(500)]).mean())
 
 
-def bench_vae(quick: bool) -> dict:
+def bench_vae(quick: bool, overrides: list[str]) -> dict:
     from pythae.models import VAE as PythaeVAE
     from pythae.models import VAEConfig
     from pythae.pipelines import TrainingPipeline
@@ -147,6 +147,7 @@ def bench_vae(quick: bool) -> dict:
     test_limit = 200 if quick else None
     cfg = compose_train(
         [
+            *overrides,  # e.g. seed=N (--seeds)
             "experiment=vae_mnist_nll",
             f"data.root={SHARED / 'data'}",
             "data.binarize=null",  # the Bernoulli likelihood thresholds at 0.5, as the peer's data
@@ -247,10 +248,11 @@ def hf_val_loss(model: nn.Module, batches: list) -> float:
     return float(torch.stack(losses).mean())
 
 
-def bench_gpt(quick: bool) -> dict:
+def bench_gpt(quick: bool, overrides: list[str]) -> dict:
     steps, val_batches = (20, 10) if quick else (2000, 200)
     cfg = compose_train(
         [
+            *overrides,  # e.g. seed=N (--seeds)
             "experiment=gpt_shakespeare_char_cpu",
             f"data.path={SHAKESPEARE}",
             "model.net.bias=true",  # GPT-2's layout: biases in every linear and LayerNorm
@@ -370,13 +372,14 @@ def mnist(resolution: int) -> list[str]:
 
 
 # ---- GAN vs torchgan ----
-def bench_gan(quick: bool) -> dict:
+def bench_gan(quick: bool, overrides: list[str]) -> dict:
     """genlab's DCGAN (``experiment=gan_mnist``) vs torchgan's ``DCGANGenerator``/``DCGANDiscriminator``
     trained by torchgan's own ``Trainer`` with its non-saturating minimax losses."""
     steps, batch, lr, num = (10, 64, 2e-4, 32) if quick else (1000, 128, 2e-4, 2000)
     real_images = 64 if quick else 10_000  # of the test split, for the real statistics (cached)
     cfg = compose_train(
         [
+            *overrides,  # e.g. seed=N (--seeds)
             "experiment=gan_mnist",
             *mnist(32),
             f"data.batch_size={batch}",
@@ -506,7 +509,7 @@ def torchgan_run(
 
 
 # ---- diffusion vs denoising-diffusion-pytorch ----
-def bench_diffusion(quick: bool) -> dict:
+def bench_diffusion(quick: bool, overrides: list[str]) -> dict:
     """genlab's DDPM (eps-prediction, linear schedule, T=1000, EMA, DDIM-50 samples) vs
     denoising-diffusion-pytorch's ``Unet`` + ``GaussianDiffusion`` set to the same objective, schedule and
     sampler, trained by its own ``Trainer`` (EMA, clipping) from a folder of the same images."""
@@ -517,6 +520,7 @@ def bench_diffusion(quick: bool) -> dict:
     real_images = 64 if quick else 10_000  # at most: the whole val split (6000 images)
     cfg = compose_train(
         [
+            *overrides,  # e.g. seed=N (--seeds)
             "experiment=diffusion_mnist",
             *mnist(16),
             f"data.batch_size={batch}",
@@ -601,15 +605,57 @@ FAMILIES = {"gan": bench_gan, "vae": bench_vae, "diffusion": bench_diffusion, "g
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--family", choices=list(FAMILIES), required=True)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="one run per seed (both sides), and the spread of each side's metric",
+    )
     args = parser.parse_args()
-    result = FAMILIES[args.family](args.quick)
+    if args.seeds:
+        spread(args.family, args.seeds, args.quick)
+        return
+    result = FAMILIES[args.family](args.quick, [])
     ours, peer = result["genlab"], result["peer"]
-    metric = next(k for k in ours if k not in ("seconds", "parameters", "tokens_per_s"))
+    metric = headline_metric(result)
     summary = (
         f"quality {args.family}: {result['metric']}: genlab {ours[metric]} in {ours['seconds']} s vs "
         f"{peer['name']} {peer[metric]} in {peer['seconds']} s"
     )
     report(f"quality_{args.family}", args.quick, result, summary)
+
+
+def headline_metric(result: dict) -> str:
+    return next(k for k in result["genlab"] if k not in ("seconds", "parameters", "tokens_per_s"))
+
+
+def spread(family: str, seeds: list[int], quick: bool) -> None:
+    """``quality_<family>_seeds.json``: each seed's run, and per side the metric's values, mean and range."""
+    runs = [FAMILIES[family](quick, [f"seed={seed}"]) for seed in seeds]
+    metric = headline_metric(runs[0])
+    sides = {}
+    for side in ("genlab", "peer"):
+        values = [r[side][metric] for r in runs]
+        sides[side] = {
+            "values": values,
+            "mean": round(sum(values) / len(values), 4),
+            "range": [min(values), max(values)],
+        }
+    better = sum(  # lower is better for every headline metric (FID, NLL, loss)
+        r["genlab"][metric] <= r["peer"][metric] for r in runs
+    )
+    result = {
+        "metric": runs[0]["metric"],
+        "seeds": seeds,
+        metric: sides,
+        "genlab_at_most_peer": f"{better} of {len(runs)}",
+        "runs": runs,
+    }
+    summary = (
+        f"quality {family}, seeds {seeds}: {metric} genlab {sides['genlab']['values']} (mean {sides['genlab']['mean']}) "
+        f"vs {runs[0]['peer']['name']} {sides['peer']['values']} (mean {sides['peer']['mean']})"
+    )
+    report(f"quality_{family}_seeds", quick, result, summary)
 
 
 if __name__ == "__main__":
