@@ -133,6 +133,8 @@ def described(metric: str, value: float, protocol: dict) -> str:
             where.append(f"{entry[key]} {unit}")
     if "k" in entry:
         where.append(f"k={entry['k']}")
+    if "decoding" in entry:
+        where.append(entry["decoding"])
     return f"`{metric}` {value:.4g} ({', '.join(map(str, where))})"
 
 
