@@ -152,7 +152,7 @@ def row(name: str) -> str:
     reached = [described(metric, r["metrics"][metric], r["protocol"])] if metric in r["metrics"] else []
     for e in r["evaluations"]:
         test = [k for k in e["metrics"] if k.startswith("test/")] or list(e["metrics"])
-        test.sort(key=lambda k: k not in e["protocol"])  # figures with a stated protocol first
+        test.sort(key=lambda k: not ({k, k.split("/")[-1]} & e["protocol"].keys()))  # stated protocol first
         reached += [described(k, e["metrics"][k], e["protocol"]) for k in test[:2]]
     shortened = f" with `{' '.join(r['overrides'])}`" if r["overrides"] else ""
     trained = f"{r['epochs']} epoch(s), {r['steps']} steps{shortened}"
