@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -76,13 +77,15 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     loggers = instantiate_group(cfg.get("logger"))
     plugins = [*instantiate(cfg.trainer.get("plugins") or [], _convert_="all"), AtomicCheckpointIO()]
     remember_no_cuda()
-    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NullProfiler()}
+    defaults = {} if cfg.trainer.get("profiler") else {"profiler": NullProfiler()}
+    if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
+        defaults["enable_progress_bar"] = False  # callbacks.progress_bar=null: Lightning would add its own
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=plugins,
-        **profiler,
+        **defaults,
         _convert_="all",
     )
     configure_ddp(trainer, model)
