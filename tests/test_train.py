@@ -205,17 +205,19 @@ def test_debug_configs_run(option, tmp_path):
         assert not (tmp_path / "checkpoints").exists(), "fast_dev_run writes no checkpoints"
 
 
-class KeepProfiler(pl.Callback):
+class KeepTrainer(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
-        self.profiler = trainer.profiler
+        self.profiler, self.bar = trainer.profiler, trainer.progress_bar_callback
 
 
-def test_unprofiled_runs_use_the_null_profiler(tmp_path):
-    """Without ``trainer.profiler``, Lightning's ~200 ``profile()`` calls per batch get one shared no-op context."""
-    keep = KeepProfiler()
+def test_unprofiled_runs_use_the_null_profiler_and_a_null_bar_means_none(tmp_path):
+    """Without ``trainer.profiler``, Lightning's ~200 ``profile()`` calls per batch get one shared no-op context;
+    ``callbacks.progress_bar=null`` leaves no bar (Lightning would put its own, drawn at 100 Hz, in its place)."""
+    keep = KeepTrainer()
     train(compose_train([*QUICK, "callbacks.progress_bar=null"], tmp_path), extra_callbacks=[keep])
     assert type(keep.profiler) is NullProfiler
     assert keep.profiler.profile("a") is keep.profiler.profile("b")
+    assert keep.bar is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to be found")
