@@ -195,17 +195,33 @@ def test_bad_batch_size_is_rejected():
         DigitsDataModule(batch_size=0)
 
 
+@pytest.mark.parametrize("options", [{}, {"labels": True}, {"binarize": "dynamic"}])
+def test_batched_fetch_equals_one_image_at_a_time(mnist_root, options):
+    """The loaders fetch a batch in one op (``__getitems__``): the same images and labels as item by item
+    (a binarised eval split: the same fixed samples)."""
+    dm = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, seed=3, **options)
+    dm.setup()
+    indices = [5, 0, 17, 5, 5999]
+    for split in (dm.val_set, dm.test_set, *([] if options.get("binarize") else [dm.train_set])):
+        batched, single = split.__getitems__(indices), [split[i] for i in indices]
+        assert len(batched) == len(single)
+        for a, b in zip(batched, single):
+            assert all(map(torch.equal, a, b)) if options.get("labels") else torch.equal(a, b)
+
+
 def test_dynamic_binarisation_of_mnist(mnist_root):
     """data.binarize=dynamic: 0/1 pixels whose mean is the grey level; training draws anew at each read,
     val and test keep one seeded sample per image (the same in a second datamodule)."""
     dm = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, binarize="dynamic", seed=5)
     grey = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, seed=5)
     dm.setup(), grey.setup()
-    reads = torch.stack([dm.train_set[7] for _ in range(400)])
-    assert set(reads.unique().tolist()) == {-1.0, 1.0}
-    assert not torch.equal(reads[0], reads[1]), "a new sample at each read"
     intensity = (grey.train_set[7] + 1) / 2
-    assert (((reads + 1) / 2).mean(0) - intensity).abs().max() < 0.12, "E[pixel] = its grey level"
+    one_by_one = torch.stack([dm.train_set[7] for _ in range(400)])
+    batched = torch.stack(dm.train_set.__getitems__([7] * 400))  # the DataLoader's batched fetch
+    for reads in (one_by_one, batched):
+        assert set(reads.unique().tolist()) == {-1.0, 1.0}
+        assert not torch.equal(reads[0], reads[1]), "a new sample at each read"
+        assert (((reads + 1) / 2).mean(0) - intensity).abs().max() < 0.12, "E[pixel] = its grey level"
     again = MNISTDataModule(root=str(mnist_root), resolution=28, channels=1, binarize="dynamic", seed=5)
     again.setup()
     for split in ("val_set", "test_set"):

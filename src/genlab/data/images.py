@@ -42,6 +42,12 @@ class UInt8Images(Dataset):
         image = self.images[i].float().div_(127.5).sub_(1.0)
         return image if self.labels is None else (image, self.labels[i])
 
+    def __getitems__(self, indices: list[int]) -> list:
+        """A batch's items in one indexing op (the DataLoader's batched fetch), equal to ``__getitem__``'s."""
+        index = torch.as_tensor(indices)
+        images = self.images[index].float().div_(127.5).sub_(1.0).unbind(0)
+        return list(images) if self.labels is None else list(zip(images, self.labels[index].unbind(0)))
+
 
 class Binarized(Dataset):
     """Images in [-1, 1] as Bernoulli samples of their intensity, in {-1, 1} (dynamic binarisation):
@@ -59,6 +65,24 @@ class Binarized(Dataset):
         generator = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
         binary = torch.bernoulli(image.add(1).div_(2).clamp_(0, 1), generator=generator).mul_(2).sub_(1)
         return binary if label is None else (binary, label)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A batch at once: its images fetched and binarised in one op each (dynamic binarisation); a fixed
+        sample per image (``seed``) keeps its own generator, as ``__getitem__``."""
+        if self.seed is not None:
+            return [self[i] for i in indices]
+        items = getitems(self.dataset, indices)
+        labelled = isinstance(items[0], tuple)
+        images = torch.stack([item[0] for item in items] if labelled else items)
+        binary = torch.bernoulli(images.add_(1).div_(2).clamp_(0, 1)).mul_(2).sub_(1).unbind(0)
+        return list(zip(binary, (item[1] for item in items))) if labelled else list(binary)
+
+
+def getitems(dataset: Dataset, indices: list[int]) -> list:
+    """``dataset``'s items at ``indices``, in one batched fetch where the dataset has one."""
+    if callable(getattr(dataset, "__getitems__", None)):
+        return dataset.__getitems__(indices)
+    return [dataset[i] for i in indices]
 
 
 class ImageFiles(Dataset):
