@@ -294,9 +294,10 @@ def bench_gpt(quick: bool, overrides: list[str]) -> dict:
             step += 1
             if step == steps:
                 break
+    peer_loss = hf_val_loss(peer, val)  # timed, as genlab's run validates once at its end
     peer_seconds = time.perf_counter() - start
     tokens = steps * cfg.data.batch_size * cfg.data.block_size
-    ours_loss, peer_loss = metrics["val/loss"], hf_val_loss(peer, val)
+    ours_loss = metrics["val/loss"]
     return {
         "data": f"tiny shakespeare (char), validation split, {val_batches} batches of {cfg.data.batch_size}x{cfg.data.block_size}",
         "budget": f"{steps} steps of batch {cfg.data.batch_size}, AdamW lr {hp.lr} (warm-up {hp.warmup_steps}, {hp.lr_schedule})",
