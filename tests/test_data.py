@@ -5,6 +5,7 @@ import hashlib
 import math
 import re
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -18,6 +19,7 @@ from genlab.data.images import (
     ImageFolderDataModule,
     MNISTDataModule,
     _read_idx_images,
+    bundled_digits,
 )
 from genlab.errors import ConfigError
 from genlab.pipeline import train
@@ -41,6 +43,10 @@ def test_digits_is_embedded_and_resized():
     dm = DigitsDataModule(resolution=32, channels=1, batch_size=16)
     check_images(first_batch(dm), 1, 32)
     assert len(dm.train_set) + len(dm.val_set) == 1797 and dm.test_set is None
+    from sklearn.datasets import load_digits
+
+    digits, (pixels, targets) = load_digits(), bundled_digits()  # read without importing sklearn.datasets
+    assert np.array_equal(pixels, digits.images) and np.array_equal(targets, digits.target)
 
 
 def test_mnist_from_shared_gz_files(mnist_root):

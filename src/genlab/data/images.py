@@ -8,6 +8,7 @@ partition file), validation carved from the training images; see :class:`ImageDa
 
 import gzip
 import hashlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -317,14 +318,26 @@ class DigitsDataModule(ImageDataModule):
     name = "digits"
 
     def load_splits(self):
+        pixels, targets = bundled_digits()
+        images = torch.from_numpy(pixels).float().mul(255 / 16).round().to(torch.uint8)
+        images = resize_uint8(images[:, None], self.channels, self.resolution)
+        self.class_names = [str(c) for c in range(10)]
+        labels = torch.from_numpy(targets).long() if self.labels else None
+        return self._carve(UInt8Images(images, labels))
+
+
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``load_digits`` gives them ((N, 8, 8) levels 0..16, (N,) labels), read from the
+    CSV it bundles: importing ``sklearn.datasets`` pulls in pandas and pyarrow, half a second of start-up."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():  # another layout of scikit-learn: its loader
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        images = torch.from_numpy(digits.images).float().mul(255 / 16).round().to(torch.uint8)
-        images = resize_uint8(images[:, None], self.channels, self.resolution)
-        self.class_names = [str(c) for c in digits.target_names]
-        labels = torch.from_numpy(digits.target).long() if self.labels else None
-        return self._carve(UInt8Images(images, labels))
+        return digits.images, digits.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
 class MNISTDataModule(ImageDataModule):
