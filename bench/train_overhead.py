@@ -7,7 +7,7 @@ callbacks (checkpointing, lr monitor, divergence guard, ...) and progress bar, v
 loop instantiates the same model and datamodule from that config and does each batch's math by calling
 the module's own methods (``training_loss``, ``update_averages``; the GAN's D and G losses), with the
 optimizers and LR schedules of its own ``build_optimizers``. The sides alternate for several
-rounds; the best time of each is compared over the same batches after a warm-up: a window of about 8 s of
+rounds, each round in the opposite order to the last; the best time of each is compared over the same batches after a warm-up: a window of about 8 s of
 the plain loop (at least 40 batches), so a fast model's ratio is not a second's noise. The median of the rounds'
 own ratios is reported beside it: on a shared 2-core machine the host's speed drifts by several percent between
 rounds, and a pair of adjacent runs shares the drift. Besides the ratio, the
@@ -182,9 +182,13 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
         steps = max(steps, math.ceil(seconds / per_batch))
         cfg = family_config(family, data, warmup + steps)
     times: dict[str, list[float]] = {"plain": [], "genlab": []}
+    sides = {
+        "plain": lambda: plain_seconds(family, cfg, warmup, steps),
+        "genlab": lambda: genlab_seconds(cfg, warmup, steps),
+    }
     for r in range(rounds):
-        times["plain"].append(plain_seconds(family, cfg, warmup, steps))
-        times["genlab"].append(genlab_seconds(cfg, warmup, steps))
+        for side in sorted(sides, reverse=r % 2 == 1):  # alternate which side runs first: no order bias
+            times[side].append(sides[side]())
         print(f"{family} round {r + 1}: plain {times['plain'][-1]:.2f} s, genlab {times['genlab'][-1]:.2f} s")
     plain, ours = steps / min(times["plain"]), steps / min(times["genlab"])
     paired = sorted(p / g for p, g in zip(times["plain"], times["genlab"]))

@@ -8,7 +8,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
 
+from genlab.callbacks.divergence import DivergenceGuard
 from genlab.pipeline import ConfigError, train
 from genlab.utils.step_cost import NullProfiler, remember_no_cuda
 from tests.conftest import QUICK, compose_train, run_script
@@ -207,7 +209,11 @@ def test_debug_configs_run(option, tmp_path):
 
 class KeepTrainer(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
-        self.profiler, self.bar = trainer.profiler, trainer.progress_bar_callback
+        self.profiler, self.bar, self.callbacks = (
+            trainer.profiler,
+            trainer.progress_bar_callback,
+            trainer.callbacks,
+        )
 
 
 def test_unprofiled_runs_use_the_null_profiler_and_a_null_bar_means_none(tmp_path):
@@ -218,6 +224,25 @@ def test_unprofiled_runs_use_the_null_profiler_and_a_null_bar_means_none(tmp_pat
     assert type(keep.profiler) is NullProfiler
     assert keep.profiler.profile("a") is keep.profiler.profile("b")
     assert keep.bar is None
+
+
+class CountBatches(pl.Callback):
+    def __init__(self):
+        self.ends = 0
+
+    def on_train_batch_end(self, *args) -> None:
+        self.ends += 1
+
+
+def test_callbacks_inherited_batch_hooks_are_skipped_and_their_own_still_run(tmp_path):
+    """Lightning calls every callback's per-batch hooks, no-ops included (about 80 calls a batch); genlab
+    leaves it only the hooks a callback defines."""
+    keep, count = KeepTrainer(), CountBatches()
+    train(compose_train(QUICK, tmp_path), extra_callbacks=[keep, count])
+    assert count.ends == 8 and count.on_train_batch_start is None and count.on_before_backward is None
+    guard = next(c for c in keep.callbacks if isinstance(c, DivergenceGuard))
+    assert callable(guard.on_before_optimizer_step) and guard.on_train_batch_end is None
+    assert all(callable(c.on_train_batch_end) for c in keep.callbacks if isinstance(c, ModelCheckpoint))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to be found")

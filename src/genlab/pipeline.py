@@ -37,7 +37,7 @@ from genlab.utils import ddp_launch
 from genlab.utils.files import atomic_write
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.secrets import redact
-from genlab.utils.step_cost import NullProfiler, remember_no_cuda
+from genlab.utils.step_cost import NullProfiler, remember_no_cuda, skip_unused_batch_hooks
 from genlab.utils.wandb_runs import WandbRunId, continue_logged_run, organise_wandb_runs
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         _convert_="all",
     )
     configure_ddp(trainer, model)
+    skip_unused_batch_hooks(trainer.callbacks)
     for logger in loggers:
         logger.log_hyperparams(config)
 
