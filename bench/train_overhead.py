@@ -7,11 +7,12 @@ callbacks (checkpointing, lr monitor, divergence guard, ...) and progress bar, v
 loop instantiates the same model and datamodule from that config and does each batch's math by calling
 the module's own methods (``training_loss``, ``update_averages``; the GAN's D and G losses), with the
 optimizers and LR schedules of its own ``build_optimizers``. The sides alternate for several
-rounds, each round in the opposite order to the last; the best time of each is compared over the same batches after a warm-up: a window of about 8 s of
-the plain loop (at least 40 batches), so a fast model's ratio is not a second's noise. The median of the rounds'
-own ratios is reported beside it: on a shared 2-core machine the host's speed drifts by several percent between
-rounds, and a pair of adjacent runs shares the drift. Besides the ratio, the
-fixed cost genlab adds per batch (ms) is reported: the ratio of any other model follows from its step time.
+rounds, each round in the opposite order to the last; the best time of each is compared over the same
+batches after a warm-up: a window of about 8 s of the plain loop (at least 40 batches), so a fast model's
+ratio is not a second's noise. The median of the rounds' own ratios is reported beside it: on a shared 2-core
+machine the host's speed drifts by several percent between rounds, and a pair of adjacent runs shares the
+drift. Besides the ratio, the fixed cost genlab adds per batch (ms) is reported: the ratio of any other model
+follows from its step time.
 
     python bench/train_overhead.py [--family gan] [--data ../shared/data/tinyshakespeare/input.txt] [--quick]
 """
