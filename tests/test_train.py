@@ -1,7 +1,9 @@
 """Real training runs: a Lightning Trainer, Hydra-composed configs, files on disk."""
 
 import csv
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -243,6 +245,42 @@ def test_callbacks_inherited_batch_hooks_are_skipped_and_their_own_still_run(tmp
     guard = next(c for c in keep.callbacks if isinstance(c, DivergenceGuard))
     assert callable(guard.on_before_optimizer_step) and guard.on_train_batch_end is None
     assert all(callable(c.on_train_batch_end) for c in keep.callbacks if isinstance(c, ModelCheckpoint))
+
+
+class HeapDuringTraining(pl.Callback):
+    """The frozen count and whether a reference cycle made during training is collected, at batch 2."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.frozen, self.cycle_collected = fail, 0, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == 1:
+            self.frozen = gc.get_freeze_count()
+            cycle = Cycle()
+            alive = weakref.ref(cycle)
+            del cycle
+            gc.collect()
+            self.cycle_collected = alive() is None
+            if self.fail:
+                raise RuntimeError("stop here")
+
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_heap_is_frozen_during_training_only(tmp_path):
+    """Objects alive at the start of training are out of the collector's reach until it ends, on success or
+    failure; garbage made during training is still collected."""
+    assert gc.get_freeze_count() == 0
+    heap = HeapDuringTraining()
+    train(compose_train(QUICK, tmp_path / "ok"), extra_callbacks=[heap])
+    assert heap.frozen > 10_000 and heap.cycle_collected and gc.get_freeze_count() == 0
+    heap = HeapDuringTraining(fail=True)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(compose_train(QUICK, tmp_path / "failed"), extra_callbacks=[heap])
+    assert heap.frozen > 10_000 and gc.get_freeze_count() == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to be found")
