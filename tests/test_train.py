@@ -283,6 +283,31 @@ def test_heap_is_frozen_during_training_only(tmp_path):
     assert heap.frozen > 10_000 and gc.get_freeze_count() == 0
 
 
+class KeepOptimizers(pl.Callback):
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.optimizers = trainer.optimizers
+
+
+@pytest.mark.parametrize(
+    "options, fused",
+    [
+        ([], True),  # G and D: Adam (manual optimization)
+        (
+            ["model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.betas"],
+            None,
+        ),  # no fused kernel asked for
+        (["+model.optimizer.foreach=true"], None),  # the config chose an implementation
+    ],
+)
+def test_adam_runs_its_fused_kernel_on_cpu_unless_the_config_chooses(tmp_path, options, fused):
+    """torch runs Adam/AdamW on CPU as a per-tensor loop by default; the fused kernel is the same update,
+    3-5x faster (bench: a 425k-parameter MLP 1.58 -> 0.43 ms a step)."""
+    keep = KeepOptimizers()
+    train(compose_train([*QUICK, *options], tmp_path), extra_callbacks=[keep])
+    assert [o.defaults.get("fused") for o in keep.optimizers] == [fused, fused]
+    assert all(o.state for o in keep.optimizers), "both took steps"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there to be found")
 def test_no_cuda_is_remembered(monkeypatch):
     """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 makes every is_available() (each optimizer step) retry NVML."""

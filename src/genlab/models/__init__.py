@@ -20,7 +20,9 @@ from genlab.models.schedules import make_schedule
 from genlab.utils.ema import EMA
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # a `_partial_: true` optimizer config
-FUSED = (torch.optim.Adam, torch.optim.AdamW)  # optimizers with a fused CUDA kernel
+FUSED = (torch.optim.Adam, torch.optim.AdamW)  # optimizers with a fused kernel (one pass over all tensors)
+FUSED_DEVICES = ("cpu", "cuda")
+IMPLEMENTATION_KEYS = {"fused", "foreach", "differentiable"}  # an optimizer config choosing its kernel
 
 
 def eval_prefix(module: pl.LightningModule) -> str:
@@ -148,8 +150,10 @@ class GenerativeModel(pl.LightningModule):
     ) -> torch.optim.Optimizer:
         """The configured optimizer (``model.optimizer``, a ``_partial_`` config) on ``params``; without
         one, :attr:`default_optimizer` with the model's ``lr`` (``betas``, ``weight_decay``) hparams.
-        Adam and AdamW use their fused kernel on CUDA, except under ``16-mixed``, where Lightning's norm
-        clipping needs the gradient scaler to unscale (a fused optimizer unscales inside its step)."""
+        Adam and AdamW use their fused kernel on CPU and CUDA (the same update to float rounding, 3-5x faster
+        than the per-tensor loop torch uses on CPU by default), except under ``16-mixed``, where Lightning's
+        norm clipping needs the gradient scaler to unscale (a fused optimizer unscales inside its step), and where
+        the config chooses an implementation (``fused``, ``foreach``, ``differentiable``)."""
         factory = self.optimizer_factory
         if factory is None:
             settings = {k: self.hparams[k] for k in ("lr", "betas", "weight_decay") if k in self.hparams}
@@ -157,8 +161,10 @@ class GenerativeModel(pl.LightningModule):
                 settings["betas"] = tuple(settings["betas"])
             factory = functools.partial(self.default_optimizer, **settings)
         scaled = self._trainer is not None and str(self._trainer.precision) == "16-mixed"
-        if getattr(factory, "func", factory) in FUSED and self.device.type == "cuda" and not scaled:
-            overrides.setdefault("fused", True)
+        chosen = IMPLEMENTATION_KEYS & {**getattr(factory, "keywords", {}), **overrides}.keys()
+        fusable = getattr(factory, "func", factory) in FUSED and self.device.type in FUSED_DEVICES
+        if fusable and not (scaled or chosen):
+            overrides["fused"] = True
         return factory(params, **overrides)
 
     def with_schedule(self, optimizer: torch.optim.Optimizer, total_steps: int, name: str = "lr") -> dict:
