@@ -292,10 +292,7 @@ class KeepOptimizers(pl.Callback):
     "options, fused",
     [
         ([], True),  # G and D: Adam (manual optimization)
-        (
-            ["model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.betas"],
-            None,
-        ),  # no fused kernel asked for
+        (["model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.betas"], None),  # not Adam
         (["+model.optimizer.foreach=true"], None),  # the config chose an implementation
     ],
 )
