@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,34 @@ def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "trai
     return cfg
 
 
+def run_bounded(argv: list[str], timeout: int, **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, capture_output=True, text=True)`` that, past ``timeout`` seconds, fails with
+    every Python stack of the command's processes (its DDP ranks included): each is sent SIGABRT, which
+    ``PYTHONFAULTHANDLER`` turns into a dump of its threads on the shared stderr, then the group is killed."""
+    env = {**popen.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGABRT)
+            time.sleep(5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(
+                f"{' '.join(argv)} ran past {timeout} s; its stacks:\n{stdout[-3000:]}\n{stderr[-20000:]}"
+            )
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
 def run_script(
     script: str,
     args: list[str],
@@ -74,14 +103,7 @@ def run_script(
 ):
     """Run ``python src/<script> args`` as a user would; returns the CompletedProcess (check: exit 0)."""
     full_env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache"), **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = run_bounded([sys.executable, str(ROOT / "src" / script), *args], timeout, cwd=ROOT, env=full_env)
     assert not check or proc.returncode == 0, (
         f"{script} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     )

@@ -12,7 +12,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.conftest import (
     SHARED,
     assert_user_error,
     compose_train,
+    run_bounded,
     run_script,
 )
 from tests.datasets import (
@@ -304,9 +304,7 @@ def long_command(command: list[str]) -> bool:
 def test_readme_command_runs_as_written(command, places, tmp_path):
     script, args = command[0], command[1:]
     if script.startswith("bench/"):
-        proc = subprocess.run(
-            [sys.executable, script, *args, "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
-        )
+        proc = run_bounded([sys.executable, script, *args, "--quick"], 900, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return
     family = family_of(args, None)  # of a ``<family-run>`` placeholder, read before it is replaced
