@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import get_class
 from PIL import Image
 
 from genlab.families import FAMILIES, IMAGE_FAMILIES
 from genlab.interfaces import Reconstructor
 from genlab.models.diffusion import Diffusion
-from genlab.models.vae import VAE, discretized_gaussian_log_likelihood
+from genlab.models.vae import VAE, BernoulliLogProb, discretized_gaussian_log_likelihood
 from genlab.nets.flow import CouplingFlow
 from genlab.nets.unet import UNet
 from genlab.nets.vae import Decoder, Encoder, MLPDecoder, MLPEncoder
@@ -225,6 +226,22 @@ def test_discretized_gaussian_is_a_distribution_over_256_bins():
             values, torch.full_like(values, mean), torch.tensor(log_scale)
         )
         assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bernoulli_log_prob_is_minus_bce_with_logits_in_value_and_gradient():
+    """The fast Bernoulli log-likelihood against torch's BCE in float64, at logits up to +-100 (where a naive
+    log(sigmoid) would give -inf), and its hand-written backward against autograd's numerical gradient."""
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(2000) * 4, torch.tensor([-100.0, -30.0, 0.0, 30.0, 100.0] * 2)])
+    x = torch.cat([(torch.rand(2000) > 0.5).float(), torch.tensor([0.0] * 5 + [1.0] * 5)])
+    reference = -F.binary_cross_entropy_with_logits(logits.double(), x.double(), reduction="none")
+    fast = BernoulliLogProb.apply(logits.requires_grad_(), x)
+    assert (fast.double() - reference).abs().max() < 1e-5
+    fast.sum().backward()
+    assert torch.allclose(logits.grad, x - torch.sigmoid(logits.detach()), atol=1e-7)
+    probe = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)  # both backward branches
+    assert torch.autograd.gradcheck(BernoulliLogProb.apply, (probe, target))
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized_gaussian"])
