@@ -23,7 +23,7 @@ metric path. Peers are bench extras (``pip install -e ".[bench]"``), never runti
   same AdamW groups (decay on matrices), betas, warm-up and cosine schedule; validation loss on the same
   batches, and training tokens/s.
 
-    python bench/quality.py --family gan|vae|diffusion|gpt [--quick]
+    python bench/quality.py --family gan|vae|diffusion|gpt [--quick] [--rounds N (vae)]
 """
 
 import copy
@@ -32,6 +32,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,32 @@ def genlab_run(cfg: DictConfig, out: Path) -> tuple[Any, Any, float]:
     model = instantiate(cfg.model, _convert_="all")
     model.load_state_dict(load_checkpoint(out / "checkpoints" / "last.ckpt")["state_dict"])
     return model.eval(), datamodule, seconds
+
+
+def alternate(sides: dict[str, Callable[[int], tuple[Any, float]]], rounds: int) -> tuple[list, dict]:
+    """Each side's training ``rounds`` times, the order alternating round by round, so that the host's drift
+    (several % over minutes on a shared machine) falls on both sides alike: the first round's model of each side
+    (in the order of ``sides``) and every round's seconds per side."""
+    models, seconds = {}, {side: [] for side in sides}
+    for r in range(rounds):
+        for side in list(sides) if r % 2 == 0 else list(reversed(sides)):
+            model, elapsed = sides[side](r)
+            models.setdefault(side, model)
+            seconds[side].append(round(elapsed, 1))
+    return [models[side] for side in sides], seconds
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def time_ratio(seconds: dict[str, list[float]]) -> dict:
+    """genlab / peer wall time: the median of the rounds' own ratios (a round's two runs share the host's speed),
+    with each round's seconds when there were several."""
+    ratios = [g / p for g, p in zip(seconds["genlab"], seconds["peer"])]
+    if len(ratios) == 1:
+        return {"time_ratio": round(ratios[0], 3)}
+    return {"time_ratio": round(median(ratios), 3), "rounds": len(ratios), "seconds_per_round": seconds}
 
 
 def parameters(module: nn.Module) -> int:
@@ -137,7 +164,7 @@ def iw_nll(model, images: torch.Tensor, k: int, seed: int = 0) -> float:
     return float(torch.cat([model.importance_weighted_nll(x, k) for x in images.split(500)]).mean())
 
 
-def bench_vae(quick: bool, overrides: list[str]) -> dict:
+def bench_vae(quick: bool, overrides: list[str], rounds: int = 1) -> dict:
     from pythae.models import VAE as PythaeVAE
     from pythae.models import VAEConfig
     from pythae.pipelines import TrainingPipeline
@@ -161,19 +188,20 @@ def bench_vae(quick: bool, overrides: list[str]) -> dict:
         ]
     )
     width, depth = cfg.model.encoder.width, cfg.model.encoder.depth
-    with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
-        ours, datamodule, our_seconds = genlab_run(cfg, Path(tmp) / "genlab")
-        datamodule.setup()
-        train_images = split_tensor(datamodule.train_set, 20 * batch if quick else None)
-        val_images = split_tensor(datamodule.val_set, 200 if quick else None)
-        test_images = split_tensor(datamodule.test_set, test_limit)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup()
+    train_images = split_tensor(datamodule.train_set, 20 * batch if quick else None)
+    val_images = split_tensor(datamodule.val_set, 200 if quick else None)
+    test_images = split_tensor(datamodule.test_set, test_limit)
+    binary = {name: (x > 0).float().numpy() for name, x in (("train", train_images), ("val", val_images))}
 
+    def train_peer(out: Path) -> tuple[Any, float]:
         pl.seed_everything(cfg.seed, verbose=False)
         encoder, decoder = pythae_networks(cfg.model.latent_dim, width, depth)
         config = VAEConfig(input_dim=(1, 28, 28), latent_dim=cfg.model.latent_dim, reconstruction_loss="bce")
         peer = PythaeVAE(config, encoder=encoder, decoder=decoder)
         trainer_cfg = BaseTrainerConfig(
-            output_dir=str(Path(tmp) / "pythae"),
+            output_dir=str(out),
             per_device_train_batch_size=batch,
             per_device_eval_batch_size=batch,
             num_epochs=epochs,
@@ -183,13 +211,20 @@ def bench_vae(quick: bool, overrides: list[str]) -> dict:
             steps_saving=None,
             seed=cfg.seed,
         )
-        binary = {name: (x > 0).float().numpy() for name, x in (("train", train_images), ("val", val_images))}
         start = time.perf_counter()
         TrainingPipeline(training_config=trainer_cfg, model=peer)(
             train_data=binary["train"], eval_data=binary["val"]
         )
-        peer_seconds = time.perf_counter() - start
-        peer.eval()
+        return peer.eval(), time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
+
+        def train_genlab(r: int) -> tuple[Any, float]:
+            model, _, elapsed = genlab_run(cfg, Path(tmp) / f"genlab_{r}")
+            return model, elapsed
+
+        sides = {"genlab": train_genlab, "peer": lambda r: train_peer(Path(tmp) / f"pythae_{r}")}
+        (ours, peer), seconds = alternate(sides, rounds)
 
     wrapped = copy.deepcopy(ours)
     wrapped.encoder, wrapped.decoder = AsGenlabEncoder(peer.encoder), AsGenlabDecoder(peer.decoder)
@@ -204,18 +239,18 @@ def bench_vae(quick: bool, overrides: list[str]) -> dict:
         "metric": f"test NLL (nats), importance-weighted, k={k}",
         "genlab": {
             "nll": round(ours_nll, 2),
-            "seconds": round(our_seconds, 1),
+            "seconds": median(seconds["genlab"]),
             "parameters": parameters(ours),
         },
         "peer": {
             "name": "pythae VAE",
             "nll": round(peer_nll, 2),
             "nll_by_pythae_get_nll": round(peer_own, 2),
-            "seconds": round(peer_seconds, 1),
+            "seconds": median(seconds["peer"]),
             "parameters": parameters(peer),
         },
         "nll_ratio": round(ours_nll / peer_nll, 3),
-        "time_ratio": round(our_seconds / peer_seconds, 3),
+        **time_ratio(seconds),
     }
 
 
@@ -612,11 +647,20 @@ def main() -> None:
         nargs="+",
         help="one run per seed (both sides), and the spread of each side's metric",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="vae: train both sides this many times, alternating which goes first; time ratio = median of the "
+        "rounds' own ratios (the host's speed drifts between runs)",
+    )
     args = parser.parse_args()
+    if args.rounds > 1 and args.family != "vae":
+        parser.error("--rounds applies to --family vae (the other families' runs take minutes each)")
     if args.seeds:
         spread(args.family, args.seeds, args.quick)
         return
-    result = FAMILIES[args.family](args.quick, [])
+    result = FAMILIES[args.family](args.quick, [], **({"rounds": args.rounds} if args.rounds > 1 else {}))
     ours, peer = result["genlab"], result["peer"]
     metric = headline_metric(result)
     summary = (
