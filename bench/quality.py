@@ -29,6 +29,7 @@ metric path. Peers are bench extras (``pip install -e ".[bench]"``), never runti
 import copy
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -85,17 +86,17 @@ def alternate(sides: dict[str, Callable[[int], tuple[Any, float]]], rounds: int)
     return [models[side] for side in sides], seconds
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[(len(values) - 1) // 2]
-
-
 def time_ratio(seconds: dict[str, list[float]]) -> dict:
     """genlab / peer wall time: the median of the rounds' own ratios (a round's two runs share the host's speed),
     with each round's seconds when there were several."""
     ratios = [g / p for g, p in zip(seconds["genlab"], seconds["peer"])]
     if len(ratios) == 1:
         return {"time_ratio": round(ratios[0], 3)}
-    return {"time_ratio": round(median(ratios), 3), "rounds": len(ratios), "seconds_per_round": seconds}
+    return {
+        "time_ratio": round(statistics.median_low(ratios), 3),
+        "rounds": len(ratios),
+        "seconds_per_round": seconds,
+    }
 
 
 def parameters(module: nn.Module) -> int:
@@ -239,14 +240,14 @@ def bench_vae(quick: bool, overrides: list[str], rounds: int = 1) -> dict:
         "metric": f"test NLL (nats), importance-weighted, k={k}",
         "genlab": {
             "nll": round(ours_nll, 2),
-            "seconds": median(seconds["genlab"]),
+            "seconds": statistics.median_low(seconds["genlab"]),
             "parameters": parameters(ours),
         },
         "peer": {
             "name": "pythae VAE",
             "nll": round(peer_nll, 2),
             "nll_by_pythae_get_nll": round(peer_own, 2),
-            "seconds": median(seconds["peer"]),
+            "seconds": statistics.median_low(seconds["peer"]),
             "parameters": parameters(peer),
         },
         "nll_ratio": round(ours_nll / peer_nll, 3),
