@@ -122,6 +122,26 @@ def test_bad_text_file_messages(tmp_path):
         TextFileDataModule(path=str(bad)).setup()
     with pytest.raises(FileNotFoundError, match="data.path=.*is not a file"):
         TextFileDataModule(path=str(tmp_path / "missing.txt")).setup()
+    empty = tmp_path / "empty.txt"
+    empty.write_text(" \n")
+    with pytest.raises(ValueError, match="empty.txt holds no text"):
+        TextFileDataModule(path=str(empty)).setup()
+
+
+def test_text_too_short_for_the_block_names_the_split_and_the_fix(tmp_path):
+    poem = tmp_path / "poem.txt"
+    poem.write_text("a" * 99 + "b")  # 90 training and 10 validation characters
+    message = r"The val split .* 10 tokens.*data.block_size<=9, or a larger data.val_fraction \(now 0.1\)\."
+    for loader in ("train_dataloader", "val_dataloader"):  # the shortest split first: the fix fits all
+        with pytest.raises(ValueError, match=message):
+            getattr(TextFileDataModule(path=str(poem), block_size=32), loader)()
+    dm = TextFileDataModule(path=str(poem), block_size=9, test_fraction=0.05)
+    with pytest.raises(
+        ValueError, match=r"The test split .* 5 tokens.*block_size<=4, or a larger data.test_fraction"
+    ):
+        dm.train_dataloader()
+    dm = TextFileDataModule(path=str(poem), block_size=9)
+    assert len(dm.train_dataloader().dataset) == 90 - 9 and len(dm.val_dataloader().dataset) == 1
 
 
 def test_kv_cache_generation_matches_full_recompute():

@@ -368,8 +368,27 @@ class TextDataModule(TokenizedDataModule):
 
     def dataset(self, split: str) -> TokenWindows:
         """Windows of ``split``'s tokens: at every offset for training, consecutive for evaluation."""
+        tokens = self._tokens(split)
+        lengths = {
+            s: len(self._tokens(s)) for s in ("train", "val", "test") if s != "test" or self.has_test_split
+        }
+        shortest = min(lengths, key=lengths.get)  # named first: the fix must fit every split
+        if lengths[shortest] <= self.block_size:
+            raise DataError(self._too_short_message(shortest, lengths[shortest]))
         stride = 1 if split == "train" else self.block_size
-        return TokenWindows(self._tokens(split), self.block_size, stride=stride)
+        return TokenWindows(tokens, self.block_size, stride=stride)
+
+    def _too_short_message(self, split: str, tokens: int) -> str:
+        """Which split is too short for one window of ``block_size`` + 1 tokens, and what to change."""
+        fixes = ["a longer text"]
+        if tokens > 1:
+            fixes.append(f"data.block_size<={tokens - 1}")
+        if split != "train":
+            fixes.append(f"a larger data.{split}_fraction (now {getattr(self, f'{split}_fraction')})")
+        return (
+            f"The {split} split of data={self.name} holds {tokens} tokens, too few for one window of "
+            f"data.block_size={self.block_size} (+1 target): use " + ", or ".join(fixes) + "."
+        )
 
     def _prompt_pairs(self, n: int | None, split: str) -> list[tuple[list[int], str]]:
         """The first half of ``split``'s windows and their true continuations."""
@@ -397,7 +416,10 @@ class TextFileDataModule(TextDataModule):
             raise DatasetNotFoundError(
                 f"data.path={self.path} is not a file: give the path of a UTF-8 text file."
             )
-        return read_utf8(self.path)
+        text = read_utf8(self.path)
+        if not text.strip():
+            raise DataError(f"data.path={self.path} holds no text: give a UTF-8 text file to train on.")
+        return text
 
 
 class TextDocsDataModule(TextDataModule):
