@@ -8,8 +8,10 @@ With ``num_classes`` (filled from labelled data, ``data.labels=true``) G and D a
 (conditional BatchNorm, projection discriminator): fakes of a batch are drawn for its real labels.
 """
 
+import contextlib
 import functools
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -21,6 +23,7 @@ from genlab.models.conditioning import ClassConditional, check_num_classes
 
 log = logging.getLogger(__name__)
 COLLAPSE_CHECK_EVERY = 10
+SCHEDULE_BEFORE_STEP = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
 
 
 class GAN(ClassConditional, GenerativeModel, ImageGenerator):
@@ -134,9 +137,18 @@ class GAN(ClassConditional, GenerativeModel, ImageGenerator):
             self.update_averages()
             scalars["g_loss"] = g_loss
         self.log_train(scalars, batch_idx)
+        self.step_schedules()
 
-        for scheduler in self.lr_schedulers():
-            scheduler.step()
+    def step_schedules(self) -> None:
+        """Both LR schedules advance once per batch. With ``n_critic`` > 1, G's schedule first steps before
+        G's optimizer has, which torch flags as a misordered call: by design here, so silenced."""
+        schedulers = self.lr_schedulers()
+        first = schedulers[0].last_epoch == 0  # torch checks the order on a schedule's first step only
+        with warnings.catch_warnings() if first else contextlib.nullcontext():
+            if first:
+                warnings.filterwarnings("ignore", SCHEDULE_BEFORE_STEP, UserWarning)
+            for scheduler in schedulers:
+                scheduler.step()
 
     def update_averages(self) -> None:
         if self.g_ema is not None:
