@@ -188,6 +188,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
         ),
         "truncated_ckpt": ("eval.py", [f"ckpt_path={broken}"], "truncated or corrupt"),
         "missing_ckpt": ("sample.py", [f"ckpt_path={tmp / 'nowhere'}"], "no checkpoint at"),
+        "no_samples": (
+            "sample.py",
+            [f"ckpt_path={gan_run}", "num_samples=0"],
+            "num_samples must be a positive",
+        ),
         "fp16_on_cpu": (
             "train.py",
             ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
@@ -207,7 +212,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
-    "truncated_ckpt", "missing_ckpt", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "smaller_budget",
+    "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "smaller_budget",
 ]  # fmt: skip
 
 

@@ -83,6 +83,19 @@ def check_positive(cfg: DictConfig) -> None:
                 raise ConfigError(f"{path}.{key} must be positive, got {value}: e.g. {path}.{key}=...")
 
 
+SAMPLE_COUNTS = ("num_samples", "batch_size", "nrow", "steps", "per_class", "max_new_tokens", "beam_size")
+
+
+def check_sample_counts(cfg: DictConfig) -> None:
+    """``sample.py``'s counts must be positive integers (None = unset is fine)."""
+    for key in SAMPLE_COUNTS:
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}=16")
+    if cfg.get("labels") is not None and not len(cfg.labels):
+        raise ConfigError("labels=[] names no class: give some, e.g. labels=[3,7], or leave labels unset")
+
+
 DATA_OPTIONS = {
     "image": "digits, mnist, fashion_mnist, cifar10, celeba, image_folder",
     "text": "text_docs, text_file, parallel",

@@ -24,6 +24,7 @@ from genlab.checks import (
     check_image_shape,
     check_modality,
     check_positive,
+    check_sample_counts,
     check_trainer,
     check_writable,
 )
@@ -238,6 +239,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
 def sample(cfg: DictConfig) -> Path:
     """Writes samples of a checkpoint's model to the run dir: images (grid + files) or text."""
+    check_sample_counts(cfg)
     _, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
