@@ -3,6 +3,7 @@ prdc) on one Inception pass per image; samples from anywhere and reference stati
 
 import json
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -147,11 +148,12 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
     model.load_state_dict(state["state_dict"])
     model.eval()
     images = torch.cat([model.sample(8, generator=torch.Generator().manual_seed(1234 + b)) for b in range(2)])
-    folder = tmp_path / "pngs"
-    folder.mkdir()
+    folder = tmp_path / "pngs"  # sample.py's layout: its grid beside the samples/ it wrote
+    (folder / "samples").mkdir(parents=True)
+    Image.new("L", (64, 64)).save(folder / "grid.png")
     pixels = to_uint8(images)[:, :1]
     for i, image in enumerate(pixels):
-        Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
+        Image.fromarray(image[0].numpy()).save(folder / "samples" / f"{i:03d}.png")
     np.savez(tmp_path / "samples.npz", arr_0=pixels.permute(0, 2, 3, 1).numpy())
 
     common = [
@@ -162,8 +164,13 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
         "metrics.kid.enabled=false",
         "data=digits",
     ]
-    from_folder = evaluate(compose_eval([f"samples={folder}", *common], tmp_path / "folder"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        unlabelled = [f"samples={folder}", *common, "metrics.intra_fid.enabled=true"]
+        from_folder = evaluate(compose_eval(unlabelled, tmp_path / "folder"))
     assert from_folder["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
+    assert from_folder["samples"] == str(folder / "samples") and "val/intra_fid" not in from_folder
+    assert not [w for w in caught if "IntraClassFID" in str(w.message)], "no per-class FID without labels"
     assert (
         from_folder["protocol"]["fid"] | {"split": "val", "samples": 16, "real_images": 24}
         == (from_folder["protocol"]["fid"])

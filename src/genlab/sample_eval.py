@@ -27,9 +27,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 NPZ_KEYS = ("arr_0", "images", "samples")  # openai/guided-diffusion's and genlab's sample.py layouts
 
 
-def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an ``.npz`` (N, H, W[, C])."""
+def samples_source(path: str | Path) -> Path:
+    """``path``; for the output folder of ``sample.py`` (its grid.png beside them), the samples it wrote."""
     path = Path(path)
+    if (path / "grid.png").is_file():
+        for written in (path / "samples", path / "samples.npz"):
+            if written.exists():
+                return written
+    return path
+
+
+def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an ``.npz`` (N, H, W[, C]);
+    given a ``sample.py`` output folder, the samples in it (not its grid)."""
+    path = samples_source(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -126,7 +137,7 @@ def evaluate_samples(cfg: DictConfig) -> dict:
     protocol = suite.protocol()
     for entry in protocol.values():
         entry.update(split=cfg.split, real_statistics=source)
-    return {"samples": str(cfg.samples), **values, "protocol": protocol}
+    return {"samples": str(samples_source(cfg.samples)), **values, "protocol": protocol}
 
 
 def export_reference(cfg: DictConfig) -> dict:

@@ -41,9 +41,7 @@ class IntraClassFID(RealStatistics, GatheredFeatures):
     def compute(self) -> dict[str, Tensor]:
         real, fake = (self.features(name).cpu().double() for name in ("real_features", "fake_features"))
         fids, self.counts = [], {}
-        if not len(
-            fake
-        ):  # samples without labels (e.g. eval.py samples=<folder>): nothing to compare per class
+        if not len(fake):  # samples without labels (e.g. eval.py samples=<folder>): nothing per class
             return {}
         for label in torch.unique(fake[:, -1]).tolist():
             r, f = real[real[:, -1] == label, :-1], fake[fake[:, -1] == label, :-1]

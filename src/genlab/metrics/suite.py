@@ -136,7 +136,7 @@ class ImageMetricSuite:
             out["fid_std"] = self.fid.bootstrap(self.options.bootstrap, self.options.seed)
         if self.options.fid_infinity:
             out["fid_inf"] = self.fid.infinity(seed=self.options.seed)
-        if self.intra_fid is not None:
+        if self.intra_fid is not None and self.intra_fid.update_called:  # not with unlabelled images only
             out.update(self.intra_fid.compute())
         return {key: value.float() for key, value in out.items()}
 
