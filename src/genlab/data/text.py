@@ -368,7 +368,6 @@ class TextDataModule(TokenizedDataModule):
 
     def dataset(self, split: str) -> TokenWindows:
         """Windows of ``split``'s tokens: at every offset for training, consecutive for evaluation."""
-        tokens = self._tokens(split)
         lengths = {
             s: len(self._tokens(s)) for s in ("train", "val", "test") if s != "test" or self.has_test_split
         }
@@ -376,7 +375,7 @@ class TextDataModule(TokenizedDataModule):
         if lengths[shortest] <= self.block_size:
             raise DataError(self._too_short_message(shortest, lengths[shortest]))
         stride = 1 if split == "train" else self.block_size
-        return TokenWindows(tokens, self.block_size, stride=stride)
+        return TokenWindows(self._tokens(split), self.block_size, stride=stride)
 
     def _too_short_message(self, split: str, tokens: int) -> str:
         """Which split is too short for one window of ``block_size`` + 1 tokens, and what to change."""
