@@ -4,11 +4,13 @@ train, val and test splits are disjoint, and test metrics come from the test spl
 import hashlib
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from genlab.data.images import (
     CelebADataModule,
@@ -21,6 +23,7 @@ from genlab.data.images import (
     _read_idx_images,
     bundled_digits,
 )
+from genlab.data.stream import decode_image
 from genlab.errors import ConfigError
 from genlab.pipeline import train
 from tests.conftest import compose_train
@@ -237,3 +240,42 @@ def test_dynamic_binarisation_of_mnist(mnist_root):
     assert dm.split_id("test") != grey.split_id("test"), "cached statistics keep the two apart"
     with pytest.raises(ConfigError, match="data.binarize='static' is unknown"):
         MNISTDataModule(root=str(mnist_root), binarize="static")
+
+
+def write_transparent_images(root):
+    """A black glyph on fully transparent pixels that are black too (as in many icon sets), in the modes
+    such files come in: RGBA, LA, and a palette PNG with a transparent entry."""
+    glyph = np.zeros((24, 24), dtype=bool)
+    glyph[8:16, 8:16] = True
+    alpha = np.where(glyph, 255, 0).astype(np.uint8)
+    black = np.zeros((24, 24), dtype=np.uint8)
+    Image.fromarray(np.dstack([black, black, black, alpha]), "RGBA").save(root / "rgba.png")
+    Image.fromarray(np.dstack([black, alpha]), "LA").save(root / "la.png")
+    palette = Image.fromarray(np.where(glyph, 0, 1).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 0, 0, 0])  # entry 1 (the background) is black and transparent
+    palette.save(root / "palette.png", transparency=1)
+    return glyph
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_transparent_images_are_painted_over_the_background(tmp_path, channels):
+    """Dropping alpha would turn every image into a black square; transparency is flattened onto
+    data.background (white by default) in image folders and shards alike, without PIL's palette warning."""
+    glyph = write_transparent_images(tmp_path)
+    for background, fill in [("white", 1.0), ("black", -1.0), ("#808080", 128 / 127.5 - 1)]:
+        dm = ImageFolderDataModule(
+            root=str(tmp_path), resolution=24, channels=channels, background=background, num_workers=0
+        )
+        dm.setup()
+        files = dm.train_set.dataset
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            images = [files[i] for i in range(len(files))]
+            images.append(decode_image((tmp_path / "rgba.png").read_bytes(), channels, 24, dm.background))
+        for image in images:
+            assert image.shape == (channels, 24, 24)
+            assert torch.allclose(image[:, torch.from_numpy(glyph)], torch.tensor(-1.0)), "the glyph"
+            assert torch.allclose(image[:, 0, 0], torch.tensor(fill), atol=1e-6), f"{background} background"
+    assert dm.split_id("val") != ImageFolderDataModule(root=str(tmp_path), resolution=24).split_id("val")
+    with pytest.raises(ConfigError, match=r"data.background='transparent' is not a colour: use a name"):
+        ImageFolderDataModule(root=str(tmp_path), background="transparent")

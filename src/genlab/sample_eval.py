@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from genlab.callbacks.image_metrics import ImageMetrics
+from genlab.data.pixels import convert
 from genlab.errors import ConfigError
 from genlab.metrics.inception import to_uint8
 from genlab.metrics.suite import ImageMetricSuite
@@ -77,7 +78,7 @@ def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
 
 def _read_image(file: Path) -> torch.Tensor:
     with Image.open(file) as image:
-        array = np.asarray(image.convert("RGB"))
+        array = np.asarray(convert(image, "RGB"))
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 

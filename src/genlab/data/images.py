@@ -23,6 +23,7 @@ from torchvision import transforms
 
 from genlab.data.base import GenlabDataModule
 from genlab.data.file_index import IMAGE_EXTENSIONS, index_images
+from genlab.data.pixels import RGB, WHITE, background_colour, convert
 from genlab.data.sampling import eval_sampler, train_loader
 from genlab.errors import ConfigError, DataError, DatasetNotFoundError
 
@@ -87,8 +88,8 @@ def getitems(dataset: Dataset, indices: list[int]) -> list:
 
 
 class ImageFiles(Dataset):
-    """Image files decoded on access, converted to ``channels``, center-cropped and resized; with ``labels``
-    (one per file), (image, label) pairs."""
+    """Image files decoded on access, converted to ``channels`` (transparency flattened onto ``background``),
+    center-cropped and resized; with ``labels`` (one per file), (image, label) pairs."""
 
     def __init__(
         self,
@@ -97,10 +98,11 @@ class ImageFiles(Dataset):
         resolution: int,
         crop: int | None = None,
         labels: list[int] | None = None,
+        background: RGB = WHITE,
     ):
         self.paths = [str(f) for f in files]
         self.labels = torch.tensor(labels) if labels is not None else None
-        self.mode = "L" if channels == 1 else "RGB"
+        self.mode, self.background = ("L" if channels == 1 else "RGB"), background
         self.transform = transforms.Compose(
             [
                 transforms.CenterCrop(crop) if crop else transforms.Lambda(_center_square),
@@ -119,7 +121,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         with Image.open(self.paths[i]) as img:
-            image = self.transform(img.convert(self.mode))
+            image = self.transform(convert(img, self.mode, self.background))
         return image if self.labels is None else (image, self.labels[i])
 
 
@@ -218,13 +220,18 @@ class ImageDataModule(GenlabDataModule):
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         if dataset is None:
             raise ConfigError(self._no_test_message())
-        selection = [str(self.root and self.root.resolve()), getattr(self, "crop", None)]
+        selection = [str(self.root and self.root.resolve()), *self.decoding]
         if not self._is_official(split):
             selection += [self.seed, self.val_fraction, self.test_fraction]
         if self.binarize:
             selection += [self.binarize, self.seed]
         digest = hashlib.sha256(repr(selection).encode()).hexdigest()[:8]
         return f"{self.name}-{split}{len(dataset)}-{self.channels}x{self.resolution}px-{digest}"
+
+    @property
+    def decoding(self) -> list:
+        """What decides a split's pixels besides its files and shape (part of :meth:`split_id`)."""
+        return [None]  # arrays decoded one way (the None keeps the cache keys of earlier releases)
 
     def model_inputs(self) -> dict:
         """``{"num_classes": n}`` when the data yields labels (a conditional model's class count)."""
@@ -486,7 +493,8 @@ class ImageFolderDataModule(ImageDataModule):
     """Any folder of images (searched recursively), carved by ``val_fraction`` and ``test_fraction``.
 
     With ``labels=true`` the folder has torchvision's ImageFolder layout: one subfolder per class
-    (``<root>/<class>/**/*.png``), classes in sorted order.
+    (``<root>/<class>/**/*.png``), classes in sorted order. Transparent pixels are painted over
+    ``background`` (a colour name or ``#rrggbb``; :mod:`genlab.data.pixels`).
     """
 
     name = "image_folder"
@@ -496,6 +504,7 @@ class ImageFolderDataModule(ImageDataModule):
         self,
         *args,
         crop: int | None = None,
+        background: str = "white",
         on_bad_file: str = "skip",
         index_cache: str | None = None,
         save_dir: str | None = None,
@@ -505,6 +514,7 @@ class ImageFolderDataModule(ImageDataModule):
         if on_bad_file not in BAD_FILE_POLICIES:
             raise ConfigError(f"data.on_bad_file={on_bad_file!r} is unknown: use one of {BAD_FILE_POLICIES}")
         self.crop, self.on_bad_file = crop, on_bad_file
+        self.background = background_colour(background)
         self.index_cache, self.save_dir = index_cache, Path(save_dir) if save_dir else None
 
     def list_images(self, folder: Path, expectation: str) -> list[str]:
@@ -543,6 +553,13 @@ class ImageFolderDataModule(ImageDataModule):
             )
         return index.files
 
+    @property
+    def decoding(self) -> list:
+        return [self.crop, "background", self.background]
+
+    def image_files(self, paths: list[str], labels: list[int] | None = None) -> ImageFiles:
+        return ImageFiles(paths, self.channels, self.resolution, self.crop, labels, self.background)
+
     def load_splits(self):
         folder = self._require_root("<root>/**/*.{jpg,png,...}")
         files = self.list_images(folder, f"data={self.name} expects image files under {folder}")
@@ -555,7 +572,7 @@ class ImageFolderDataModule(ImageDataModule):
             self.class_names = sorted({top[0] for top in tops})
             index = {name: i for i, name in enumerate(self.class_names)}
             labels = [index[top[0]] for top in tops]
-        return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop, labels))
+        return self._carve(self.image_files(files, labels))
 
 
 class CelebADataModule(ImageFolderDataModule):
@@ -603,12 +620,12 @@ class CelebADataModule(ImageFolderDataModule):
         files = self.list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
         partition = self._partition()
         if partition is None:
-            return self._carve(ImageFiles(files, self.channels, self.resolution, self.crop))
+            return self._carve(self.image_files(files))
         split_of = dict(line.split() for line in partition.read_text().splitlines() if line.strip())
         splits = [[f for f in files if split_of.get(os.path.basename(f)) == code] for code in "012"]
         if not all(splits):
             raise DatasetNotFoundError(
                 f"{partition} assigns no images of {folder} to the train (0), val (1) or test (2) split."
             )
-        train, val, test = (ImageFiles(fs, self.channels, self.resolution, self.crop) for fs in splits)
+        train, val, test = (self.image_files(fs) for fs in splits)
         return train, val, test

@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from genlab.data.base import GenlabDataModule
+from genlab.data.pixels import RGB, WHITE, background_colour, convert
 from genlab.errors import ConfigError, DataError, DatasetNotFoundError
 
 INDEX = "index.json"
@@ -98,10 +99,11 @@ def open_shard(url: str) -> IO[bytes]:
     return gopen(url, "rb")
 
 
-def decode_image(data: bytes, channels: int, resolution: int) -> torch.Tensor:
-    """Encoded image bytes -> float (channels, resolution, resolution) in [-1, 1]."""
+def decode_image(data: bytes, channels: int, resolution: int, background: RGB = WHITE) -> torch.Tensor:
+    """Encoded image bytes -> float (channels, resolution, resolution) in [-1, 1], transparency flattened
+    onto ``background``."""
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = convert(img, "L" if channels == 1 else "RGB", background)
         if img.size != (resolution, resolution):
             img = img.resize((resolution, resolution), Image.BILINEAR)
         pixels = np.asarray(img, dtype=np.uint8).reshape(img.size[1], img.size[0], channels)
@@ -166,8 +168,9 @@ class ShardStream(IterableDataset):
         shuffle: bool,
         shuffle_buffer: int,
         seed: int,
+        background: RGB = WHITE,
     ):
-        self.urls, self.counts = urls, counts
+        self.urls, self.counts, self.background = urls, counts, background
         self.batch_size, self.channels, self.resolution = batch_size, channels, resolution
         self.labels, self.shuffle, self.shuffle_buffer, self.seed = labels, shuffle, shuffle_buffer, seed
         self.epoch, self.skip_batches, self.rank, self.world = 0, 0, 0, 1
@@ -240,7 +243,9 @@ class ShardStream(IterableDataset):
             yield buffer.pop(rng.randrange(len(buffer)))
 
     def _collate(self, chunk: list[dict]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        images = torch.stack([decode_image(_image_bytes(s), self.channels, self.resolution) for s in chunk])
+        images = torch.stack(
+            [decode_image(_image_bytes(s), self.channels, self.resolution, self.background) for s in chunk]
+        )
         if not self.labels:
             return images
         return images, torch.tensor([int(s["cls"]) for s in chunk])
@@ -316,6 +321,7 @@ class ShardedImageDataModule(GenlabDataModule):
         num_workers: int = 2,
         labels: bool = False,
         seed: int = 0,
+        background: str = "white",
     ):
         super().__init__()
         if urls is None or val_urls is None:
@@ -333,6 +339,7 @@ class ShardedImageDataModule(GenlabDataModule):
             labels,
             seed,
         )
+        self.background = background_colour(background)
         self._splits: dict[str, tuple[list[str], list[int]]] = {}
         self.class_names: list[str] | None = None
         self._train_loader: StreamLoader | None = None
@@ -369,9 +376,8 @@ class ShardedImageDataModule(GenlabDataModule):
 
     def split_id(self, split: str) -> str:
         urls, counts = self._split(split)
-        digest = hashlib.sha256(
-            repr([Path(u).name if not _is_url(u) else u for u in urls]).encode()
-        ).hexdigest()
+        names = [Path(u).name if not _is_url(u) else u for u in urls]
+        digest = hashlib.sha256(repr([*names, "background", self.background]).encode()).hexdigest()
         return f"{self.name}-{split}{sum(counts)}-{self.channels}x{self.resolution}px-{digest[:8]}"
 
     def dataset(self, split: str) -> ShardStream:
@@ -380,7 +386,7 @@ class ShardedImageDataModule(GenlabDataModule):
         train = split == "train"
         return ShardStream(
             urls, counts, self.batch_size, self.channels, self.resolution, self.labels,
-            shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+            shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed, background=self.background,
         )  # fmt: skip
 
     def loader(self, split: str) -> StreamLoader:

@@ -1,0 +1,37 @@
+"""Decoded images in the mode a model trains on (``RGB`` or ``L``).
+
+Transparent pixels (RGBA, LA, a palette or grey image with a transparent colour) are painted over a
+background colour first (``data.background``, white by default). Dropping the alpha channel instead, as
+``Image.convert("RGB")`` does, keeps whatever colour the invisible pixels happen to store: in many icon and
+sprite sets that is the glyph's own colour, so every image would become one flat square.
+"""
+
+from PIL import Image, ImageColor
+
+from genlab.errors import ConfigError
+
+RGB = tuple[int, int, int]
+WHITE: RGB = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+def background_colour(name: object) -> RGB:
+    """``data.background`` as an RGB triple: a colour name (``white``, ``black``, ``gray``) or ``#rrggbb``."""
+    try:
+        return ImageColor.getrgb(str(name))[:3]
+    except ValueError:
+        raise ConfigError(
+            f"data.background={name!r} is not a colour: use a name (white, black, gray) or a hex code ('#808080')"
+        ) from None
+
+
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
+
+
+def convert(img: Image.Image, mode: str, background: RGB = WHITE) -> Image.Image:
+    """``img`` in ``mode``, transparent pixels flattened onto ``background``."""
+    if has_alpha(img):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
+    return img.convert(mode)
