@@ -286,6 +286,11 @@ def test_parallel_corpus_masks_source_and_checks_alignment(multi30k, tmp_path):
     (tmp_path / "train.en").write_bytes("one\ntwo caf\xe9\n".encode("latin1"))
     with pytest.raises(ValueError, match="train.en is not valid UTF-8.*iconv"):
         ParallelDataModule(root=str(tmp_path)).setup()
+    tsv = tmp_path / "tsv"
+    tsv.mkdir()
+    (tsv / "train.tsv").write_text("eins\tone\r\n\r\nzwei\ttwo\r\nno tab\r\n")  # blank lines are skipped
+    with pytest.raises(ValueError, match=r"train.tsv: lines \[4\] do not hold exactly one tab"):
+        ParallelDataModule(root=str(tsv)).setup()
 
 
 def test_parallel_corpus_reads_the_multi30k_test_split(multi30k):

@@ -545,10 +545,10 @@ class ParallelDataModule(TokenizedDataModule):
                 )
             return list(zip(sources, targets))
         if files is not None:
-            rows = [line.split("\t") for line in _read_lines(files) if line]
-            if bad := [i + 1 for i, r in enumerate(rows) if len(r) != 2]:
+            rows = {i + 1: line.split("\t") for i, line in enumerate(_read_lines(files)) if line}  # blank: skipped
+            if bad := [number for number, row in rows.items() if len(row) != 2]:
                 raise DataError(f"{files}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
-            return [(a, b) for a, b in rows]
+            return [(a, b) for a, b in rows.values()]
         raise DatasetNotFoundError(
             f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
             f"(Multi30k layout) or {split}.tsv; set data.root."
