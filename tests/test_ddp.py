@@ -14,7 +14,7 @@ import pytest
 
 from genlab.families import FAMILIES
 from tests.conftest import LABELLED, QUICK, SMALL, VARIANTS, run_script
-from tests.datasets import copy_task
+from tests.datasets import copy_task, write_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -139,6 +139,28 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
     assert final["val/fid"] > 0 and "val/kid_mean" in final, "FID/KID of the family's samples"
     if family.endswith(LABELLED):  # the classifier trained on rank 0, loaded by rank 1; counts summed
         assert 0 <= final["val/sample_accuracy"] <= 1
+
+
+def test_a_split_smaller_than_a_batch_per_process_still_trains(tmp_path):
+    """27 training images, batch 20, 2 processes: 14 each. The loader kept a partial batch only when the whole
+    split was smaller than a batch, so each process had none and the run ended at once ("No training batches",
+    exit 0); the sample-accuracy classifier (batches of 128) looped forever on fewer than 128 images."""
+    write_image_folder(tmp_path / "images", per_folder=15)
+    args = [
+        "model=vae",
+        *SMALL["vae"],
+        *[q for q in QUICK if not q.startswith(("model.", "trainer=", "+trainer.limit_train"))],
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.resolution=16",
+        "data.batch_size=20",
+        "data.labels=true",
+        "trainer.max_epochs=1",
+    ]
+    record = ddp_train(args, tmp_path / "run")
+    assert record["global_step"] == 1, "one (partial) batch per process"
+    assert_ranks_in_sync(record)
+    assert 0 <= json.loads((tmp_path / "run" / "metrics.json").read_text())["val/sample_accuracy"] <= 1
 
 
 # ---- GPT: translation on a parallel corpus, BLEU and perplexity ----

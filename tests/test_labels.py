@@ -3,11 +3,13 @@ files' / folder names'; their class count reaches the model config; unlabelled d
 
 import gzip
 import pickle
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import TensorDataset
 
 from genlab.data.images import (
     CelebADataModule,
@@ -18,6 +20,7 @@ from genlab.data.images import (
     MNISTDataModule,
 )
 from genlab.errors import ConfigError
+from genlab.metrics.classifier import train_classifier
 from genlab.pipeline import fill_model_inputs, train
 from tests.conftest import compose_train, quick_run
 from tests.datasets import write_celeba, write_cifar10, write_fashion_mnist
@@ -131,3 +134,18 @@ def test_class_count_fills_the_model_config_and_unconditional_models_train_on_la
     assert with_classes.model.num_classes == 10
     metrics = train(cfg)  # the unconditional GAN reads the images of (image, label) batches
     assert np.isfinite(metrics["train/g_loss"])
+
+
+def test_the_sample_classifier_trains_on_a_split_smaller_than_its_batch():
+    """Batches of 128 with drop_last on 40 images gave no batch at all: training looped forever."""
+    images, labels = torch.randn(40, 1, 8, 8), torch.arange(40) % 4
+    finished = []
+    data = TensorDataset(images, labels)
+    worker = threading.Thread(
+        target=lambda: finished.append(train_classifier(data, data, channels=1, num_classes=4, steps=5)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert finished, "the classifier's training did not end"
+    assert 0 <= finished[0][1] <= 1

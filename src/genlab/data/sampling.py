@@ -8,12 +8,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from genlab.errors import ConfigError
 
 
+def world_size() -> int:
+    """The number of processes training together (1 outside a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def eval_sampler(dataset: Dataset) -> Sampler | None:
     """Rank r gets examples r, r + world, ... without the padding duplicates of ``DistributedSampler``.
 
     ``None`` in a single process (the loader then reads the dataset in order).
     """
-    if dist.is_available() and dist.is_initialized() and (world := dist.get_world_size()) > 1:
+    if (world := world_size()) > 1:
         if len(dataset) < world:
             raise ConfigError(
                 f"An evaluation split holds {len(dataset)} example(s), fewer than the {world} processes: give "
@@ -67,13 +72,16 @@ class LengthGroupedShuffle(EpochShuffle):
 def train_loader(
     dataset: Dataset, batch_size: int, seed: int, sampler: EpochShuffle | None = None, **kwargs
 ) -> DataLoader:
-    """Shuffled batches (last partial batch dropped when there is a full one) that resume exactly;
-    ``sampler``: an :class:`EpochShuffle` of the caller's own (default: a plain one seeded by ``seed``)."""
+    """Shuffled batches that resume exactly; a process's last partial batch is dropped when it has a full one
+    (under DDP each process reads ``1/world`` of the examples: a split too small for one full batch per
+    process still trains). ``sampler``: an :class:`EpochShuffle` of the caller's own (default: a plain one
+    seeded by ``seed``)."""
+    per_process = -(-len(dataset) // world_size())  # DistributedSampler pads the ranks to equal counts
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler or EpochShuffle(len(dataset), seed),
-        drop_last=len(dataset) >= batch_size,
+        drop_last=per_process >= batch_size,
         generator=torch.Generator().manual_seed(seed),  # worker seeds, also off the global RNG
         **kwargs,
     )

@@ -74,7 +74,11 @@ def train_classifier(
             loader = train_set
         else:
             loader = DataLoader(
-                train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
+                train_set,
+                batch_size=batch_size,
+                shuffle=True,
+                drop_last=len(train_set) >= batch_size,  # a split smaller than a batch still trains
+                generator=generator,
             )
         classifier = Classifier(channels, num_classes).to(device).train()
         optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
