@@ -47,8 +47,20 @@ def evaluate(run: Path, args: list[str], out: Path, check: bool = True):
 def test_num_samples_sets_fid_samples_of_image_runs_and_says_what_applies_to_text(
     runs, fid_weights, tmp_path
 ):
+    """QUICK trains with metrics=null, as a run without Inception weights stores it: num_samples=N measures
+    FID/KID with eval.py's image_metrics group once the weights are there, and names them while they are not."""
     image = evaluate(runs["image"], ["num_samples=4"], tmp_path / "image", check=False)
-    assert_user_error(image, "FID/KID")  # QUICK trains with metrics=null: nothing to count samples for
+    assert_user_error(image, "FID/KID are asked for but no FID Inception weights")
+    weights = {"GENLAB_FID_WEIGHTS": str(fid_weights)}
+    now = ["num_samples=6", "image_metrics=default", "metrics.max_real=6", f"paths.cache_dir={tmp_path}"]
+    run_script(
+        "eval.py",
+        [f"ckpt_path={runs['image']}", *now, f"hydra.run.dir={tmp_path / 'now'}"],
+        tmp_path,
+        env=weights,
+    )
+    measured = json.loads((tmp_path / "now" / "metrics.json").read_text())
+    assert measured["val/fid"] > 0 and measured["val/fid_samples"] == 6
     text = evaluate(runs["text"], ["num_samples=10"], tmp_path / "text", check=False)
     assert_user_error(text, "+overrides.model.bleu_samples=N")
     with_fid = [

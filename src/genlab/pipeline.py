@@ -188,14 +188,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             raise ConfigError(f"data_root applies to datasets read from a folder; {data} needs {where}.")
         run_cfg.data.root = cfg.data_root
     run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
+    images = get_class(run_cfg.model._target_).modality == "image"
     if cfg.get("num_samples"):
-        if run_cfg.get("metrics") is None:
+        if not images:
             raise ConfigError(
-                "num_samples sets the FID/KID sample count, but this run computes no FID/KID (metrics: null in "
-                "its config: a text model, or trained without Inception weights). For text runs use "
+                "num_samples sets the FID/KID sample count of image models; for a text model use "
                 "+overrides.model.bleu_samples=N (BLEU of N prompts) or +overrides.callbacks.text_samples.num_prompts=N."
             )
+        if run_cfg.get("metrics") is None:  # trained without Inception weights, or with metrics=null
+            run_cfg.metrics = OmegaConf.to_container(cfg.metrics, resolve=True)  # eval's image_metrics group
+            log.info("The run computed no FID/KID; measuring them with eval.py's image_metrics group.")
         run_cfg.metrics.num_samples = cfg.num_samples
+    elif images and run_cfg.get("metrics") is None:
+        log.warning("FID/KID not measured: the run was trained without them; num_samples=N measures them now.")
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(run_cfg.data, _convert_="all")
