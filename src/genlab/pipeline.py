@@ -200,7 +200,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             log.info("The run computed no FID/KID; measuring them with eval.py's image_metrics group.")
         run_cfg.metrics.num_samples = cfg.num_samples
     elif images and run_cfg.get("metrics") is None:
-        log.warning("FID/KID not measured: the run was trained without them; num_samples=N measures them now.")
+        log.warning(
+            "FID/KID not measured: the run was trained without them; num_samples=N measures them now."
+        )
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(run_cfg.data, _convert_="all")
