@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from genlab.diffusion import Guided, drop_labels
 from genlab.errors import ConfigError
@@ -179,3 +180,27 @@ def test_intra_class_fid_of_a_conditional_run(tmp_path, fid_weights):
     assert {int(c): n[1] for c, n in counts["real_images_and_samples_per_class"].items()} == dict.fromkeys(
         range(10), 2
     )
+
+
+def test_samples_of_named_classes_by_name_or_index(tmp_path):
+    """An image folder's classes are its subfolders: the checkpoint keeps their names, and sample.py
+    labels=[...] takes a name or an index (anything else: one line naming the choices)."""
+    for i, name in enumerate(("cat", "dog")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for j in range(8):
+            Image.new("RGB", (12, 12), (200 * i, 30 * j, 90)).save(tmp_path / "images" / name / f"{j}.png")
+    data = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.resolution=32",
+        "data.batch_size=4",
+    ]
+    train(compose_train([*quick_run("vae+labels"), *data], tmp_path / "run"))
+    out = sample(sample_cfg(tmp_path / "run", tmp_path / "s", ["labels=[dog,0]", "num_samples=3"], solver=()))
+    assert (out / "labels.txt").read_text().split() == ["1", "0", "1"]
+    for label, needle in [
+        ("cow", r"'cow' is not a class of this model: .* class name \(cat, dog\)"),
+        (2, r"2 is not"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            sample(sample_cfg(tmp_path / "run", tmp_path / f"bad{label}", [f"labels=[{label}]"], solver=()))

@@ -33,6 +33,7 @@ from genlab.data.text import TokenizedDataModule
 from genlab.export import is_export, load_export
 from genlab.interfaces import ImageGenerator, ReportsProtocol, TextGenerator
 from genlab.models import GenerativeModel
+from genlab.models.conditioning import class_indices
 from genlab.sample_eval import evaluate_samples, export_reference
 from genlab.utils import ddp_launch
 from genlab.utils.files import atomic_write
@@ -257,7 +258,8 @@ def sample(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     generator = torch.Generator().manual_seed(cfg.seed)
     if isinstance(model, ImageGenerator):
-        sample_images(cfg, model, generator, out)
+        names = get_class(run_cfg.data._target_).class_names_from_checkpoint(checkpoint)
+        sample_images(cfg, model, generator, out, names)
     elif isinstance(model, TextGenerator):
         tokenizer = get_class(run_cfg.data._target_).tokenizer_from_checkpoint(checkpoint)
         sample_text(cfg, model, tokenizer, generator, out)
@@ -269,7 +271,13 @@ def sample(cfg: DictConfig) -> Path:
     return out
 
 
-def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Generator, out: Path) -> None:
+def sample_images(
+    cfg: DictConfig,
+    model: GenerativeModel,
+    generator: torch.Generator,
+    out: Path,
+    class_names: list[str] | None = None,
+) -> None:
     import numpy as np
     from PIL import Image
     from torchvision.utils import save_image
@@ -293,7 +301,8 @@ def sample_images(cfg: DictConfig, model: GenerativeModel, generator: torch.Gene
             labels = torch.arange(classes).repeat_interleave(cfg.per_class)
             num, nrow = len(labels), cfg.per_class  # one grid row per class
         else:
-            labels = torch.tensor(list(cfg.labels)).repeat(-(-num // len(cfg.labels)))[:num]
+            asked_for = class_indices(list(cfg.labels), classes, class_names)
+            labels = torch.tensor(asked_for).repeat(-(-num // len(asked_for)))[:num]
     batches = []
     for start in range(0, num, cfg.batch_size):
         size = min(cfg.batch_size, num - start)

@@ -36,3 +36,9 @@ class GenlabDataModule(pl.LightningDataModule):
     def split_id(self, split: str) -> str:
         """A string that changes whenever ``split``'s examples do (cache keys)."""
         raise NotImplementedError
+
+    @classmethod
+    def class_names_from_checkpoint(cls, checkpoint: dict[str, Any]) -> list[str] | None:
+        """The class names a labelled run trained on, as its :meth:`state_dict` stored them (Lightning keeps
+        a datamodule's state under its class's ``__qualname__``); None where none were stored."""
+        return (checkpoint.get(cls.__qualname__) or {}).get("class_names")

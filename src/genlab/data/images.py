@@ -240,6 +240,10 @@ class ImageDataModule(GenlabDataModule):
         self.setup()
         return {"num_classes": len(self.class_names)}
 
+    def state_dict(self) -> dict:
+        """The class names of labelled data, kept in checkpoints: ``sample.py labels=[<name>]`` reads them."""
+        return {"class_names": list(self.class_names)} if self.labels and self.class_names else {}
+
     def _unlabelled(self, why: str) -> ConfigError:
         return ConfigError(
             f"data={self.name} has no labels ({why}): set data.labels=false, or use labelled data."

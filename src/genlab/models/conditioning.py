@@ -67,3 +67,24 @@ def check_num_classes(num_classes: int | None, **nets: Any) -> None:
     for name, net in nets.items():
         if getattr(net, "num_classes", None) != num_classes:
             raise ConfigError(f"model.{name}.num_classes must equal model.num_classes ({num_classes})")
+
+
+def class_indices(labels: list[int | str], num_classes: int, names: list[str] | None) -> list[int]:
+    """``sample.py labels=[...]`` as class indices: an int is an index, a string a class name (``names``,
+    the ones stored with the run)."""
+    indices = []
+    for label in labels:
+        if isinstance(label, int) and 0 <= label < num_classes:
+            indices.append(label)
+        elif names and str(label) in names:
+            indices.append(names.index(str(label)))
+        else:
+            known = (
+                f" or a class name ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})"
+                if names
+                else " (this checkpoint stores no class names)"
+            )
+            raise ConfigError(
+                f"labels: {label!r} is not a class of this model: give an index in [0, {num_classes}){known}"
+            )
+    return indices
