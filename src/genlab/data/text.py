@@ -545,9 +545,8 @@ class ParallelDataModule(TokenizedDataModule):
                 )
             return list(zip(sources, targets))
         if files is not None:
-            rows = {
-                i + 1: line.split("\t") for i, line in enumerate(_read_lines(files)) if line
-            }  # blank: skipped
+            lines = enumerate(_read_lines(files), start=1)
+            rows = {number: line.split("\t") for number, line in lines if line}  # blank lines are skipped
             if bad := [number for number, row in rows.items() if len(row) != 2]:
                 raise DataError(f"{files}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
             return [(a, b) for a, b in rows.values()]
