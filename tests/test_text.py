@@ -126,6 +126,11 @@ def test_bad_text_file_messages(tmp_path):
     empty.write_text(" \n")
     with pytest.raises(ValueError, match="empty.txt holds no text"):
         TextFileDataModule(path=str(empty)).setup()
+    windows = tmp_path / "notepad.txt"
+    windows.write_bytes(("\ufeff" + "To be, or not to be\r\n" * 50).encode())  # byte-order mark, CRLF
+    dm = TextFileDataModule(path=str(windows), block_size=8)
+    dm.setup()
+    assert "\ufeff" not in dm.tokenizer.decode(list(range(dm.tokenizer.vocab_size))), "a BOM is no character"
 
 
 def test_text_too_short_for_the_block_names_the_split_and_the_fix(tmp_path):

@@ -433,10 +433,11 @@ class TextDocsDataModule(TextDataModule):
 
 
 def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 file (gzipped if it ends in .gz), or one error naming the file and the fix."""
+    """The text of a UTF-8 file (gzipped if it ends in .gz; a byte-order mark, as Windows editors write, is
+    dropped), or one error naming the file and the fix."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:
             return f.read()
     except UnicodeDecodeError as err:
         raise DataError(
