@@ -279,3 +279,16 @@ def test_transparent_images_are_painted_over_the_background(tmp_path, channels):
     assert dm.split_id("val") != ImageFolderDataModule(root=str(tmp_path), resolution=24).split_id("val")
     with pytest.raises(ConfigError, match=r"data.background='transparent' is not a colour: use a name"):
         ImageFolderDataModule(root=str(tmp_path), background="transparent")
+
+
+def test_16_bit_grey_images_keep_their_grey_levels(tmp_path):
+    """PIL clips 16-bit values at 255 when converting (a gradient became almost all white): the top 8 bits
+    are kept instead, in PNG (I;16) and TIFF (I) files alike."""
+    gradient = np.linspace(0, 65535, 32 * 32).reshape(32, 32)
+    Image.fromarray(gradient.astype(np.uint16)).save(tmp_path / "depth.png")
+    Image.fromarray(gradient.astype(np.int32)).save(tmp_path / "scan.tif")
+    dm = ImageFolderDataModule(root=str(tmp_path), resolution=32, channels=3, val_fraction=0.5, num_workers=0)
+    dm.setup()
+    expected = torch.from_numpy((gradient.astype(np.int64) >> 8) / 127.5 - 1).float()
+    for image in (dm.train_set[0], dm.val_set[0]):
+        assert torch.allclose(image, expected.expand(3, -1, -1), atol=1e-5)

@@ -4,8 +4,12 @@ Transparent pixels (RGBA, LA, a palette or grey image with a transparent colour)
 background colour first (``data.background``, white by default). Dropping the alpha channel instead, as
 ``Image.convert("RGB")`` does, keeps whatever colour the invisible pixels happen to store: in many icon and
 sprite sets that is the glyph's own colour, so every image would become one flat square.
+
+16-bit grey images (PNG, TIFF: modes ``I;16`` and ``I``) keep their top 8 bits, as torchvision's
+``decode_png`` does: PIL's own conversion clips them at 255, which turns almost every pixel white.
 """
 
+import numpy as np
 from PIL import Image, ImageColor
 
 from genlab.errors import ConfigError
@@ -29,8 +33,19 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in _ALPHA_MODES or "transparency" in img.info
 
 
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image as 8-bit ``L`` (its top 8 bits); a 32-bit ``I`` image whose values stay within
+    0-255 is kept as it is."""
+    values = np.asarray(img, dtype=np.int64)
+    if img.mode.startswith("I;16") or values.max() > 255:
+        values = values >> 8
+    return Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+
+
 def convert(img: Image.Image, mode: str, background: RGB = WHITE) -> Image.Image:
-    """``img`` in ``mode``, transparent pixels flattened onto ``background``."""
+    """``img`` in ``mode``: 16-bit grey scaled to 8 bits, transparent pixels flattened onto ``background``."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        img = to_8bit(img)
     if has_alpha(img):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
