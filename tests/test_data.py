@@ -292,3 +292,18 @@ def test_16_bit_grey_images_keep_their_grey_levels(tmp_path):
     expected = torch.from_numpy((gradient.astype(np.int64) >> 8) / 127.5 - 1).float()
     for image in (dm.train_set[0], dm.val_set[0]):
         assert torch.allclose(image, expected.expand(3, -1, -1), atol=1e-5)
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    """A phone stores a portrait photo as a landscape JPEG with EXIF Orientation 6 (turn 90 degrees
+    clockwise to view): it is read upright."""
+    upright = np.zeros((48, 32, 3), dtype=np.uint8)  # portrait: a white top half
+    upright[:24] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(upright).copy()).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(upright).save(tmp_path / "plain.png")
+    dm = ImageFolderDataModule(root=str(tmp_path), resolution=8, channels=1, val_fraction=0.5, num_workers=0)
+    dm.setup()
+    for image in (dm.train_set[0], dm.val_set[0]):  # the centre square: white above, black below
+        assert image[0, :3].mean() > 0.9 and image[0, -3:].mean() < -0.9

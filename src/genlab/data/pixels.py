@@ -5,18 +5,20 @@ background colour first (``data.background``, white by default). Dropping the al
 ``Image.convert("RGB")`` does, keeps whatever colour the invisible pixels happen to store: in many icon and
 sprite sets that is the glyph's own colour, so every image would become one flat square.
 
-16-bit grey images (PNG, TIFF: modes ``I;16`` and ``I``) keep their top 8 bits, as torchvision's
+Photos are turned upright by their EXIF orientation (phones store them sideways with a tag, which PIL does
+not apply). 16-bit grey images (PNG, TIFF: modes ``I;16`` and ``I``) keep their top 8 bits, as torchvision's
 ``decode_png`` does: PIL's own conversion clips them at 255, which turns almost every pixel white.
 """
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageOps
 
 from genlab.errors import ConfigError
 
 RGB = tuple[int, int, int]
 WHITE: RGB = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def background_colour(name: object) -> RGB:
@@ -43,7 +45,10 @@ def to_8bit(img: Image.Image) -> Image.Image:
 
 
 def convert(img: Image.Image, mode: str, background: RGB = WHITE) -> Image.Image:
-    """``img`` in ``mode``: 16-bit grey scaled to 8 bits, transparent pixels flattened onto ``background``."""
+    """``img`` in ``mode``: upright, 16-bit grey scaled to 8 bits, transparent pixels flattened onto
+    ``background``."""
+    if img.getexif().get(ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode == "I" or img.mode.startswith("I;16"):
         img = to_8bit(img)
     if has_alpha(img):
