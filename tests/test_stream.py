@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.data.stream import (
+    ShardedImageDataModule,
     ShardStream,
     decode_image,
     expand_urls,
@@ -173,3 +174,7 @@ def test_labelled_shards_train_a_conditional_model(shards, tmp_path):
     assert 0 <= metrics["val/sample_accuracy"] <= 1, (
         "the class count reached the model; the classifier trained"
     )
+    names = ShardedImageDataModule.class_names_from_checkpoint(
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    )
+    assert names == [str(c) for c in range(10)], "the shards' class names, for sample.py labels=[<name>]"

@@ -400,12 +400,15 @@ class ShardedImageDataModule(GenlabDataModule):
             self._resume = None
         return self._train_loader
 
-    def state_dict(self) -> dict[str, int]:
-        """The training stream's position, for exact resume."""
-        return self._train_loader.position() if self._train_loader is not None else {}
+    def state_dict(self) -> dict:
+        """The training stream's position, for exact resume, and the class names of labelled shards
+        (``sample.py labels=[<name>]``)."""
+        position = self._train_loader.position() if self._train_loader is not None else {}
+        names = {"class_names": list(self.class_names)} if self.labels and self.class_names else {}
+        return {**position, **names}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = state or None
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state if "epoch" in state else None
 
     def val_dataloader(self) -> StreamLoader:
         return self.loader("val")
