@@ -99,3 +99,26 @@ def test_the_index_is_cached_and_only_new_files_are_decoded(tmp_path, monkeypatc
         third.files == sorted(third.files)
         and str(tmp_path / "wild" / "b" / "deep" / "new.png") in third.files
     )
+
+
+def test_hidden_files_and_macos_leftovers_are_not_data(tmp_path):
+    """A folder unzipped from a macOS archive holds ``__MACOSX/`` and ``._name`` resource forks (not images);
+    Jupyter leaves ``.ipynb_checkpoints/``: none is listed, flagged as unreadable, or taken for a class."""
+    from genlab.data.images import ImageFolderDataModule
+
+    for name in ("cat/1.png", "cat/2.png", "dog/1.png", "dog/2.png", ".ipynb_checkpoints/1.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    for fork in ("cat/._1.png", "__MACOSX/cat/._1.png", "__MACOSX/dog/._2.png"):
+        (tmp_path / fork).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / fork).write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    index = index_images(tmp_path, None)
+    assert sorted(index.files) == sorted(
+        str(tmp_path.resolve() / f) for f in ("cat/1.png", "cat/2.png", "dog/1.png", "dog/2.png")
+    )
+    assert not index.bad
+    dm = ImageFolderDataModule(
+        root=str(tmp_path), resolution=8, labels=True, val_fraction=0.25, num_workers=0
+    )
+    dm.setup()
+    assert dm.class_names == ["cat", "dog"]

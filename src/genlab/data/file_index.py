@@ -8,6 +8,9 @@ a file changes its directory's), so a second start stats the directories and rea
 stale, files whose size and modification time are unchanged keep their verdict; only new or changed files
 are decoded. A file overwritten in place within the same second and size is the one change not seen: touch
 its folder (or delete the cache) after such an edit.
+
+Hidden files and folders (``.name``: ``.ipynb_checkpoints``, macOS's ``._photo.jpg`` resource forks) and
+``__MACOSX`` folders (left by unzipping a macOS archive) are not part of the data and are not listed.
 """
 
 import contextlib
@@ -23,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from genlab.utils.files import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VERSION = 2
+VERSION = 3  # 3: hidden files and folders left out
 
 
 @dataclass
@@ -52,15 +55,20 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _walk(folder: Path) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
     """(directory -> mtime_ns, image file -> (size, mtime_ns)), paths relative to ``folder``."""
     dirs: dict[str, int] = {}
     files: dict[str, tuple[int, int]] = {}
-    for top, _, names in os.walk(folder):
+    for top, subdirs, names in os.walk(folder):
+        subdirs[:] = [d for d in subdirs if not _hidden(d)]  # os.walk descends into what is left
         rel_top = os.path.relpath(top, folder)
         dirs[rel_top] = os.stat(top).st_mtime_ns
         for name in names:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if not _hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 path = os.path.join(top, name)
                 try:
                     st = os.stat(path)
