@@ -18,6 +18,7 @@ from genlab.data.images import (
     DatasetNotFoundError,
     DigitsDataModule,
     FashionMNISTDataModule,
+    ImageFiles,
     ImageFolderDataModule,
     MNISTDataModule,
     _read_idx_images,
@@ -307,3 +308,14 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
     dm.setup()
     for image in (dm.train_set[0], dm.val_set[0]):  # the centre square: white above, black below
         assert image[0, :3].mean() > 0.9 and image[0, -3:].mean() < -0.9
+
+
+def test_large_jpegs_decode_at_reduced_scale_to_nearly_the_same_pixels(tmp_path):
+    """Without a pixel crop, a 1600x1200 JPEG for 32 px is decoded at 1/8 scale (PIL's draft): the image is
+    within two grey levels of the full decode's (the same geometry through a crop of the short side)."""
+    y, x = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([np.sin(x / 90), np.cos(y / 60), np.sin((x + y) / 150)], -1) * 100 + 128
+    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "photo.jpg", quality=95)
+    reduced, full = (ImageFiles([tmp_path / "photo.jpg"], 3, 32, crop=crop) for crop in (None, 1200))
+    assert not torch.equal(reduced[0], full[0]), "another decode"
+    assert (reduced[0] - full[0]).abs().max() < 2 / 127.5
