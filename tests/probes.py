@@ -54,3 +54,19 @@ class PreemptAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             trainer._signal_connector.received_sigterm = True
+
+
+class WaitForSignalAfterStep(pl.Callback):
+    """After optimizer step ``step`` writes ``path`` and holds the run there until a SIGTERM/SIGINT has been
+    received (at most ``timeout`` seconds): a test's signal lands at a known point however slow the machine."""
+
+    def __init__(self, step: int, path: str, timeout: float = 120.0):
+        self.step, self.path, self.timeout = step, Path(path), timeout
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step < self.step or self.path.exists():
+            return
+        self.path.write_text(str(trainer.global_step))
+        deadline = time.time() + self.timeout
+        while not trainer.received_sigterm and time.time() < deadline:
+            time.sleep(0.01)  # Python runs the signal handlers between these sleeps

@@ -99,9 +99,13 @@ def test_signal_saves_a_checkpoint_then_resume_finishes(signum, tmp_path):
     run = tmp_path / "run"
     args = [a for a in QUICK if "limit_train_batches" not in a and "max_epochs" not in a]
     args += ["trainer.max_epochs=3", f"hydra.run.dir={run}"]
-    env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache")}
+    # Held at step 60 until the signal: batch 5 of epoch 1 (an epoch is 25 batches x (D + G) = 50 steps).
+    reached = tmp_path / "reached"
+    hold = ["+callbacks.hold._target_=tests.probes.WaitForSignalAfterStep", "+callbacks.hold.step=60"]
+    hold += [f"+callbacks.hold.path={reached}"]
+    env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *args],
+        [sys.executable, str(ROOT / "src" / "train.py"), *args, *hold],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -109,15 +113,14 @@ def test_signal_saves_a_checkpoint_then_resume_finishes(signum, tmp_path):
         text=True,
     )
     last = run / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:  # the end of epoch 0
+    deadline = time.time() + 300
+    while not reached.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 1
     proc.send_signal(signum)
     output = proc.communicate(timeout=120)[0]
     assert "Stopped by a signal" in output, output[-3000:]
     saved = load(last)
-    assert 50 < saved["global_step"] < 150, "saved mid-run: an epoch is 25 batches x (D + G) = 50 steps"
+    assert saved["global_step"] == 60, "saved mid-run, after the batch the signal came in"
     assert not (run / "metrics.json").exists(), "the run did not pretend to finish"
     run_script(
         "train.py", [*args[:-1], f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path
