@@ -202,6 +202,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
         "fid_weights": ("train.py", ["metrics.fid.weights_path=/nonexistent.pth"], "which is not a file"),
         "gan_loss": ("train.py", ["model.loss=wasserstein"], "model.loss='wasserstein' is unknown"),
         "gpt_on_images": ("train.py", ["model=gpt"], "trains on text data but data=digits yields image data"),
+        "resolution": (  # MNIST's native 28 px with the convolutional VAE (DCGAN-style networks)
+            "train.py",
+            ["model=vae", "data.resolution=28"],
+            "model=vae's convolutional networks need a power-of-two data.resolution >= 8, got 28",
+        ),
         "smaller_budget": (
             "train.py",
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
@@ -212,7 +217,8 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
-    "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "smaller_budget",
+    "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
+    "smaller_budget",
 ]  # fmt: skip
 
 

@@ -14,12 +14,12 @@ from torch import nn
 from genlab.errors import ConfigError
 
 
-def num_blocks(resolution: int) -> int:
+def num_blocks(resolution: int, family: str = "gan", hint: str = "") -> int:
     """Number of 2x up/down-sampling blocks between 4x4 and ``resolution``."""
     if resolution < 8 or resolution & (resolution - 1):
         raise ConfigError(
-            f"DCGAN needs a power-of-two resolution >= 8, got {resolution}; "
-            "set data.resolution to 32 or 64 (the datamodules resize to it)."
+            f"model={family}'s convolutional networks need a power-of-two data.resolution >= 8, got "
+            f"{resolution}; set data.resolution=32 or 64 (the datamodules resize to it){hint}."
         )
     return int(math.log2(resolution)) - 2
 

@@ -11,6 +11,10 @@ from torch import nn
 
 from genlab.nets.dcgan import num_blocks
 
+MLP_HINT = (
+    ", or take the fully connected networks that any resolution fits (experiment=vae_mnist_nll at 28 px)"
+)
+
 
 def with_class(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
     """``h`` (B, D) with the one-hot ``labels`` appended for a conditional network."""
@@ -38,7 +42,7 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         self.num_classes = num_classes
-        n = num_blocks(resolution)
+        n = num_blocks(resolution, "vae", MLP_HINT)
         dims = [width * 2**i for i in range(n)]
         layers: list[nn.Module] = [nn.Conv2d(channels, dims[0], 3, 1, 1), nn.SiLU()]
         for d_in, d_out in zip([dims[0], *dims[:-1]], dims):
@@ -65,7 +69,7 @@ class Decoder(nn.Module):
     ):
         super().__init__()
         self.num_classes = num_classes
-        n = num_blocks(resolution)
+        n = num_blocks(resolution, "vae", MLP_HINT)
         dims = [width * 2 ** (n - 1 - i) for i in range(n)]
         self.channels = channels
         self.fc = nn.Linear(latent_dim + (num_classes or 0), dims[0] * 16)
