@@ -126,6 +126,7 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
         *SMALL[base(family)],
         *(["data.labels=true"] if family.endswith(LABELLED) else []),
         *[q for q in QUICK if not q.startswith(("model.", "trainer=", "metrics=", "optimized_metric="))],
+        "data.resolution=16",  # the UNet's sample grid costs 4x at 32 px
         f"metrics.fid.weights_path={fid_weights}",
         "metrics.num_samples=10",
         "metrics.max_real=10",
