@@ -61,20 +61,24 @@ def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
-def test_eval_recomputes_metrics_from_checkpoint(default_run, fid_weights, tmp_path):
-    run_dir = default_run
-    best = next((run_dir / "checkpoints").glob("best_epoch_*.ckpt"))
-    run_script(
-        "eval.py",
-        [f"ckpt_path={best}", f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu"],
-        run_dir,  # same cache dir: real statistics are reused
-        env={"GENLAB_FID_WEIGHTS": str(fid_weights)},
-    )
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    trained = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["ckpt_path"] == str(best)
-    assert 0 < metrics["val/fid"] < 2 * max(column(read_csv(run_dir), "val/fid"))
-    assert metrics["val/fid"] <= trained["val/fid"] * 1.5
+def test_eval_of_a_checkpoint_reproduces_the_metrics_its_run_logged(fid_weights, tmp_path):
+    """eval.py draws the samples of the checkpoint's own epoch (the seeds its validation used) and KID's subsets
+    from a fixed seed: with the run's settings it gives the FID and KID the run logged for that checkpoint."""
+    fid = [f"metrics.fid.weights_path={fid_weights}", "metrics.num_samples=24", "metrics.max_real=24"]
+    fid += ["metrics.kid.subset_size=16", "metrics.every_n_epochs=1", "optimized_metric=val/fid"]
+    quick = [q for q in QUICK if not q.startswith(("metrics=", "optimized_metric="))]
+    run = tmp_path / "run"
+    train(compose_train([*quick, *fid, "callbacks.model_checkpoint.save_top_k=-1"], run))  # one per epoch
+    logged = {int(r["epoch"]): r for r in read_csv(run) if r.get("val/fid")}
+    assert logged[0]["val/fid"] != logged[1]["val/fid"]
+    for epoch in (0, 1):
+        path = run / "checkpoints" / f"best_epoch_{epoch:03d}.ckpt"
+        out = tmp_path / f"eval_{epoch}"
+        run_script("eval.py", [f"ckpt_path={path}", f"hydra.run.dir={out}"], run)
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["epoch"] == epoch and metrics["val/fid_samples"] == 24
+        for key in ("val/fid", "val/kid_mean"):
+            assert metrics[key] == pytest.approx(float(logged[epoch][key]), rel=1e-5), (epoch, key)
 
 
 @pytest.mark.long

@@ -231,6 +231,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         enable_checkpointing=False,
         _convert_="all",
     )
+    # The checkpoint's epoch: samples come from the seeds of that epoch's validation, so eval.py with the run's
+    # settings reproduces the FID/KID the run logged for this checkpoint.
+    trainer.fit_loop.epoch_progress.current.completed = checkpoint.get("epoch") or 0
     if cfg.split == "test" and not datamodule.has_test_split:
         raise ConfigError(
             f"The run's data (data={datamodule.name}) has no test split, and one carved now would hold examples "
