@@ -44,6 +44,7 @@ def default_run(tmp_path_factory, fid_weights):
     return run_dir
 
 
+@pytest.mark.long  # 6-10 min here; test_readme runs the same command as typed with small overrides
 def test_default_run_completes_with_checkpoint_samples_and_metrics(default_run):
     run_dir = default_run
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
