@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from genlab.cli import report_user_errors
+from genlab.cli import report_user_errors, run_and_exit
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -21,4 +21,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -157,3 +157,36 @@ def test_eval_split_test_without_a_test_split_refuses_to_carve_one_from_training
             assert_user_error(
                 proc, "data=text_docs) has no test split, and one carved now would hold examples"
             )
+
+
+EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+from genlab.cli import run_and_exit
+
+out = Path(sys.argv[1])
+
+def main():
+    def late():  # a non-daemon thread still working when main returns
+        time.sleep(0.5)
+        (out / "thread").write_text("done")
+    threading.Thread(target=late).start()
+    atexit.register(lambda: (out / "atexit").write_text(str((out / "thread").exists())))
+    print("buffered", end="")  # no newline, no flush
+    sys.exit(sys.argv[2] if sys.argv[2] != "ok" else None)
+
+run_and_exit(main)
+"""
+
+
+@pytest.mark.parametrize("ending, code", [("ok", 0), ("Error: something", 1)])
+def test_entry_points_exit_as_python_does_without_its_teardown(ending, code, tmp_path):
+    """run_and_exit skips only the interpreter's final teardown: threads are joined, then atexit handlers
+    run, buffered output is written and the exit status is the one ``sys.exit`` gave."""
+    env = {"PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, str(tmp_path), ending], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == code and proc.stdout == "buffered"
+    assert proc.stderr.strip() == ("" if code == 0 else ending)
+    assert (tmp_path / "atexit").read_text() == "True", "atexit ran after the thread was joined"

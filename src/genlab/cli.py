@@ -1,12 +1,15 @@
 """Entry-point plumbing shared by ``src/train.py``, ``src/eval.py`` and ``src/sample.py``."""
 
+import atexit
+import contextlib
 import functools
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -64,6 +67,35 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+def run_and_exit(main: Callable[[], Any]) -> NoReturn:
+    """Runs an entry point, then ends the process as the interpreter would, less its final teardown.
+
+    After torch and Lightning are imported, Python's finalization (clearing every module, collecting the
+    heap) takes 2-3 s on a 2-core machine: every command, and each DDP rank, ended that much later than
+    its work. Everything a normal exit does for the program still runs first: other non-daemon threads
+    are joined (``threading._shutdown``, which also stops idle thread pools), ``atexit`` handlers run
+    (loggers, W&B, multiprocessing's clean-up), the standard streams are flushed; the exit status is
+    the same. An exception other than ``SystemExit`` ends the process the usual way (with its traceback).
+    """
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as stop:
+        code = stop.code
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:  # not CPython: the ordinary exit
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # as ``sys.exit("message")`` does
+        code = 1
+    shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or stream
+            stream.flush()
+    os._exit(code or 0)
 
 
 def fail(message: str) -> None:
