@@ -6,6 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from genlab.checks import check_sample_config
 from genlab.cli import report_user_errors, run_and_exit
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -14,6 +15,7 @@ os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    check_sample_config(cfg)  # the config's own mistakes, before torch and Lightning are imported
     from genlab.pipeline import sample
 
     sample(cfg)

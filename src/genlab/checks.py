@@ -1,42 +1,89 @@
-"""Start-up checks of a composed config: invalid trainer combinations fail before any work is done."""
+"""Start-up checks of a composed config: invalid values and trainer combinations fail before any work is done.
 
+This module imports neither torch nor Lightning (each check that needs them imports them itself), so the
+entry points run the checks of the config alone (:func:`check_train_config`) before importing the pipeline:
+a mistyped value is reported in about a second, not after the 5-10 s of importing torch and Lightning.
+"""
+
+import os
 from pathlib import Path
 
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from genlab.data.base import GenlabDataModule
-from genlab.errors import ConfigError
-from genlab.models import GenerativeModel
+from genlab.errors import CheckpointError, ConfigError
 
 PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true")
 
 
+def check_ckpt_exists(cfg: DictConfig) -> None:
+    """The command's ``ckpt_path``, where it is a path, names something on disk (what it holds is checked when
+    it is read). A required one left unset (``???``) raises omegaconf's MissingMandatoryValue."""
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=True)
+    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).expanduser().exists():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint at {Path(ckpt_path).expanduser()}.")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """What ``train.py``'s config alone can get wrong: non-positive sizes and rates, image shapes, a
+    checkpoint path that does not exist, a trainer this machine cannot run."""
+    check_positive(cfg)
+    check_image_shape(cfg)
+    check_ckpt_exists(cfg)
+    check_trainer(cfg.trainer, automatic_optimization=None)
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """``eval.py`` evaluates one thing (a checkpoint, samples or a reference export) on a known split."""
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
+    chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
+    if len(chosen) != 1:
+        raise ConfigError(
+            "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
+            f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
+        )
+    check_ckpt_exists(cfg)
+    check_trainer(cfg.trainer, automatic_optimization=None)
+
+
+def cuda_devices() -> int:
+    """The CUDA GPUs visible, asked through NVML as Lightning asks: the question does not initialise CUDA in
+    this process, so processes forked later (DDP, data workers) can still use it."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def _uses_gpu(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda_devices() > 0)
 
 
-def check_trainer(trainer: DictConfig, automatic_optimization: bool = True) -> None:
-    """Rejects precision / accelerator / strategy combinations that cannot run here."""
+def check_trainer(trainer: DictConfig, automatic_optimization: bool | None = True) -> None:
+    """Rejects precision / accelerator / strategy combinations that cannot run here. Before the model is built
+    (``automatic_optimization=None``) FSDP is left to the check with the model: whether the model can be
+    sharded at all comes before which hardware it needs."""
     precision = str(trainer.get("precision", "32"))
     accelerator = str(trainer.get("accelerator", "auto"))
     strategy = trainer.get("strategy")
     strategy_name = str(OmegaConf.select(trainer, "strategy._target_") or strategy or "").lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision} is unknown; choose one of {', '.join(PRECISIONS)}.")
+    if "fsdp" in strategy_name and automatic_optimization is None:
+        return
     if "fsdp" in strategy_name:
-        if not automatic_optimization:
+        if automatic_optimization is False:
             raise ConfigError(
                 "trainer=fsdp shards one optimizer's state, but this model steps its optimizers itself "
                 "(manual optimization, e.g. the GAN's G/D updates); use trainer=ddp."
             )
-        if accelerator == "cpu" or not torch.cuda.is_available():
+        if accelerator == "cpu" or not cuda_devices():
             raise ConfigError("trainer=fsdp needs CUDA GPUs (Lightning's FSDP); on CPU use trainer=ddp_cpu.")
         if precision.startswith("64"):
             raise ConfigError(f"trainer=fsdp with precision {precision}: use bf16-mixed, bf16-true or 32.")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator in ("gpu", "cuda") and not cuda_devices():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer=cpu (or trainer=ddp_cpu)."
         )
@@ -46,9 +93,9 @@ def check_trainer(trainer: DictConfig, automatic_optimization: bool = True) -> N
             "on CPU use trainer.precision=bf16-mixed or 32."
         )
     devices = trainer.get("devices", 1)
-    if _uses_gpu(accelerator) and isinstance(devices, int) and devices > torch.cuda.device_count():
+    if _uses_gpu(accelerator) and isinstance(devices, int) and devices > cuda_devices():
         raise ConfigError(
-            f"trainer.devices={devices} but {torch.cuda.device_count()} GPU(s) are visible; "
+            f"trainer.devices={devices} but {cuda_devices()} GPU(s) are visible; "
             "lower trainer.devices or use trainer.num_nodes to span machines."
         )
 
@@ -86,14 +133,15 @@ def check_positive(cfg: DictConfig) -> None:
 SAMPLE_COUNTS = ("num_samples", "batch_size", "nrow", "steps", "per_class", "max_new_tokens", "beam_size")
 
 
-def check_sample_counts(cfg: DictConfig) -> None:
-    """``sample.py``'s counts must be positive integers (None = unset is fine)."""
+def check_sample_config(cfg: DictConfig) -> None:
+    """``sample.py``'s counts are positive integers (None = unset is fine), its ``ckpt_path`` exists."""
     for key in SAMPLE_COUNTS:
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}=16")
     if cfg.get("labels") is not None and not len(cfg.labels):
         raise ConfigError("labels=[] names no class: give some, e.g. labels=[3,7], or leave labels unset")
+    check_ckpt_exists(cfg)
 
 
 DATA_OPTIONS = {
@@ -104,6 +152,9 @@ DATA_OPTIONS = {
 
 def check_modality(cfg: DictConfig) -> None:
     """The model and the data are of the same modality (declared by both classes): a GPT on images fails here."""
+    from genlab.data.base import GenlabDataModule
+    from genlab.models import GenerativeModel
+
     model, data = get_class(cfg.model._target_), get_class(cfg.data._target_)
     if not (issubclass(model, GenerativeModel) and issubclass(data, GenlabDataModule)):
         return  # a user's own classes declare nothing to compare

@@ -21,10 +21,10 @@ from genlab.callbacks.run_config import StoreConfig
 from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
 from genlab.checks import (
     ConfigError,
-    check_image_shape,
+    check_eval_config,
     check_modality,
-    check_positive,
-    check_sample_counts,
+    check_sample_config,
+    check_train_config,
     check_trainer,
     check_writable,
 )
@@ -54,8 +54,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
     check_modality(cfg)
-    check_positive(cfg)
-    check_image_shape(cfg)
+    check_train_config(cfg)
     get_class(cfg.model._target_).configure_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
@@ -158,14 +157,7 @@ def load_run(ckpt_path: str) -> tuple[str, dict, DictConfig]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Metrics of a checkpoint (``ckpt_path``), of samples from anywhere (``samples``), or the export of a
     split's real statistics (``export_reference``); written to the run dir's metrics.json."""
-    if cfg.split not in ("val", "test"):
-        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
-    chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
-    if len(chosen) != 1:
-        raise ConfigError(
-            "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
-            f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
-        )
+    check_eval_config(cfg)
     if cfg.get("samples") or cfg.get("export_reference"):
         task = evaluate_samples if cfg.get("samples") else export_reference
         record = task(cfg)
@@ -250,7 +242,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
 def sample(cfg: DictConfig) -> Path:
     """Writes samples of a checkpoint's model to the run dir: images (grid + files) or text."""
-    check_sample_counts(cfg)
+    check_sample_config(cfg)
     _, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
