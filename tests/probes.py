@@ -12,16 +12,27 @@ import torch
 
 
 class JobClock(pl.Callback):
-    """Writes ``{"pid", "start", "end"}`` of the fit (wall clock) to ``path``: which process ran a job, and when."""
+    """Writes ``{"pid", "start", "end", "met"}`` of the fit (wall clock) to ``path``: which process ran a job,
+    and when. With ``meet`` (a folder shared by a sweep's jobs), each job's fit starts by waiting, up to
+    ``timeout`` seconds, until ``jobs`` jobs have arrived there: jobs that run in parallel all meet (``met``)
+    however a loaded machine staggers their start-up; jobs run one after another cannot."""
 
-    def __init__(self, path: str):
-        self.path, self.start = Path(path), 0.0
+    def __init__(self, path: str, meet: str | None = None, jobs: int = 2, timeout: float = 120.0):
+        self.path, self.start, self.met = Path(path), 0.0, None
+        self.meet, self.jobs, self.timeout = meet and Path(meet), jobs, timeout
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.time()
+        if self.meet:
+            self.meet.mkdir(parents=True, exist_ok=True)
+            (self.meet / str(os.getpid())).touch()
+            while len(list(self.meet.iterdir())) < self.jobs and time.time() < self.start + self.timeout:
+                time.sleep(0.1)
+            self.met = len(list(self.meet.iterdir())) >= self.jobs
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.path.write_text(json.dumps({"pid": os.getpid(), "start": self.start, "end": time.time()}))
+        record = {"pid": os.getpid(), "start": self.start, "end": time.time(), "met": self.met}
+        self.path.write_text(json.dumps(record))
 
 
 def image_digest(image: torch.Tensor) -> str:

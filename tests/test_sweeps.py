@@ -57,12 +57,14 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         *QUICK,
         "+callbacks.clock._target_=tests.probes.JobClock",
         "+callbacks.clock.path=${paths.output_dir}/clock.json",
+        f"+callbacks.clock.meet={tmp_path / 'meet'}",  # each fit waits for the other: launched one by one, they never meet
         f"hydra.sweep.dir={tmp_path}",
     ]
     run_script("train.py", args, tmp_path, env={"PYTHONPATH": str(ROOT)})
     assert [r["status"] for r in summary(tmp_path)] == ["completed", "completed"]
     first, second = (json.loads((tmp_path / job / "clock.json").read_text()) for job in "01")
     assert os.getpid() not in (first["pid"], second["pid"]) and first["pid"] != second["pid"], "own processes"
+    assert first["met"] and second["met"], "each job's fit started while the other's was under way"
     assert first["start"] < second["end"] and second["start"] < first["end"], "the two fits overlap in time"
 
 
