@@ -21,8 +21,8 @@ def check_ckpt_exists(cfg: DictConfig) -> None:
     """The command's ``ckpt_path``, where it is a path, names something on disk (what it holds is checked when
     it is read). A required one left unset (``???``) raises omegaconf's MissingMandatoryValue."""
     ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=True)
-    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).expanduser().exists():
-        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint at {Path(ckpt_path).expanduser()}.")
+    if ckpt_path and ckpt_path != "last" and not (path := Path(ckpt_path).expanduser()).exists():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint at {path}.")
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -71,10 +71,10 @@ def check_trainer(trainer: DictConfig, automatic_optimization: bool | None = Tru
     strategy_name = str(OmegaConf.select(trainer, "strategy._target_") or strategy or "").lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision} is unknown; choose one of {', '.join(PRECISIONS)}.")
-    if "fsdp" in strategy_name and automatic_optimization is None:
-        return
     if "fsdp" in strategy_name:
-        if automatic_optimization is False:
+        if automatic_optimization is None:
+            return
+        if not automatic_optimization:
             raise ConfigError(
                 "trainer=fsdp shards one optimizer's state, but this model steps its optimizers itself "
                 "(manual optimization, e.g. the GAN's G/D updates); use trainer=ddp."
