@@ -1,6 +1,7 @@
 """Reliability: exact resume, preemption, atomic checkpoints, divergence policies, bad input, safe loading."""
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from genlab.callbacks.divergence import DivergenceError, DivergenceGuard
 from genlab.checkpoints import CheckpointError
 from genlab.checks import ConfigError
 from genlab.families import FAMILIES
+from genlab.models import nonfinite_flag
 from genlab.pipeline import train
 from tests.conftest import LABELLED, QUICK, ROOT, VARIANTS, compose_train, quick_run, run_script
 
@@ -171,6 +173,18 @@ def test_nan_policy_skip(family, tmp_path):
     assert metrics["train/nonfinite_steps"] == 1
     state = load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_nonfinite_flag_finds_one_bad_element_and_changes_nothing(bad, dtype):
+    """The guard's check without clipping: one kernel per device and dtype over mixed tensors."""
+    tensors = [torch.randn(64, 8, 3, 3), torch.randn(7).to(dtype), torch.randn(3, 5, dtype=torch.float64)]
+    before = [t.clone() for t in tensors]
+    assert float(nonfinite_flag(tensors)) == 0.0
+    assert all(torch.equal(t, b) for t, b in zip(tensors, before))
+    tensors[1][6] = bad
+    assert math.isnan(float(nonfinite_flag(tensors)))
 
 
 @pytest.mark.parametrize("family", ["gan", "vae"])
