@@ -68,17 +68,23 @@ class BatchTimer(pl.Callback):
             self.seconds = time.perf_counter() - self.t0
 
 
-def timed_loop(loader: Iterable, step: Callable[[Any, int], None], warmup: int, steps: int) -> float:
-    """``step(batch, index)`` over epochs of ``loader``; seconds of batches ``warmup + 1 .. warmup + steps``."""
-    index, epoch, t0 = 0, 0, 0.0
+def epochs(loader: Iterable) -> Iterator[Any]:
+    """Batches of ``loader`` over endless epochs, the sampler told each epoch's number as Lightning does."""
+    epoch = 0
     while True:
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
-            loader.sampler.set_epoch(epoch)  # as Lightning does
-        for batch in loader:
-            step(batch, index)
-            index += 1
-            if index == warmup:
-                t0 = time.perf_counter()
-            elif index == warmup + steps:
-                return time.perf_counter() - t0
+            loader.sampler.set_epoch(epoch)
+        yield from loader
         epoch += 1
+
+
+def timed_loop(loader: Iterable, step: Callable[[Any, int], None], warmup: int, steps: int) -> float:
+    """``step(batch, index)`` over epochs of ``loader``; seconds of batches ``warmup + 1 .. warmup + steps``."""
+    t0 = 0.0
+    for index, batch in enumerate(epochs(loader), start=1):
+        step(batch, index - 1)
+        if index == warmup:
+            t0 = time.perf_counter()
+        elif index == warmup + steps:
+            return time.perf_counter() - t0
+    raise AssertionError("unreachable: epochs() never ends")

@@ -11,15 +11,19 @@ rounds, each round in the opposite order to the last; the best time of each is c
 batches after a warm-up: a window of about 8 s of the plain loop (at least 40 batches), so a fast model's
 ratio is not a second's noise. The median of the rounds' own ratios is reported beside it: on a shared 2-core
 machine the host's speed drifts by several percent between rounds, and a pair of adjacent runs shares the
-drift. Besides the ratio, the fixed cost genlab adds per batch (ms) is reported: the ratio of any other model
-follows from its step time.
+drift. Then one interleaved run (``Interleaved``) times both sides batch by batch in one process, a plain
+batch between every two of genlab's, so that drift falls on both alike (``interleaved_ratio``); it cannot see
+costs outside the per-batch path that slow the whole process, which the rounds do. Besides the ratios, the
+fixed cost genlab adds per batch (ms) is reported: the ratio of any other model follows from its step time.
 
     python bench/train_overhead.py [--family gan] [--data ../shared/data/tinyshakespeare/input.txt] [--quick]
 """
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,16 @@ from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SHAKESPEARE, SHARED, BatchTimer, compose_train, genlab_train, run_dir, timed_loop  # noqa: E402
+from _common import (  # noqa: E402
+    SHAKESPEARE,
+    SHARED,
+    BatchTimer,
+    compose_train,
+    epochs,
+    genlab_train,
+    run_dir,
+    timed_loop,
+)
 from _results import bench_parser, report  # noqa: E402
 
 from genlab.families import FAMILIES  # noqa: E402
@@ -102,8 +115,10 @@ def automatic_step(model, cfg: DictConfig, total: int) -> Step:
     return step
 
 
-def plain_seconds(family: str, cfg: DictConfig, warmup: int, steps: int) -> float:
-    """The plain loop on the model and datamodule ``cfg`` instantiates (seeded as `train` seeds)."""
+@contextlib.contextmanager
+def plain_loop(cfg: DictConfig) -> Iterator[tuple[Iterable, Step]]:
+    """The plain loop's data loader and step on the model and datamodule ``cfg`` instantiates (seeded as
+    `train` seeds)."""
     with run_dir(cfg):
         pl.seed_everything(cfg.seed, verbose=False)
         datamodule = instantiate(cfg.data, _convert_="all")
@@ -111,8 +126,12 @@ def plain_seconds(family: str, cfg: DictConfig, warmup: int, steps: int) -> floa
         model = instantiate(cfg.model, _convert_="all").train()
         datamodule.setup("fit")
         make_step = gan_step if isinstance(model, GAN) else automatic_step
-        step = make_step(model, cfg, int(cfg.trainer.max_steps))
-        return timed_loop(datamodule.train_dataloader(), step, warmup, steps)
+        yield datamodule.train_dataloader(), make_step(model, cfg, int(cfg.trainer.max_steps))
+
+
+def plain_seconds(cfg: DictConfig, warmup: int, steps: int) -> float:
+    with plain_loop(cfg) as (loader, step):
+        return timed_loop(loader, step, warmup, steps)
 
 
 def genlab_seconds(cfg: DictConfig, warmup: int, steps: int) -> float:
@@ -120,6 +139,41 @@ def genlab_seconds(cfg: DictConfig, warmup: int, steps: int) -> float:
     genlab_train(cfg, [timer])
     assert timer.seconds is not None, "the run ended before the timed batches"
     return timer.seconds
+
+
+class Interleaved(pl.Callback):
+    """Runs one batch of the plain loop after each of genlab's batches, in genlab's process, and adds up
+    both sides' time over batches ``warmup + 1 .. warmup + steps``: genlab's from the end of one plain batch
+    to the start of the next (all of its loop, hooks, logging and data fetch), the plain loop's batches
+    themselves. A drift of the host's speed, which moves whole rounds by 10-20 % here, then falls on both
+    sides alike. Costs outside the main thread's per-batch path (a drawing thread, the heap) fall on both
+    sides too: the alternating rounds keep measuring those."""
+
+    def __init__(self, batches: Iterator[Any], step: Step, warmup: int, steps: int):
+        self.batches, self.step, self.warmup, self.steps = batches, step, warmup, steps
+        self.index, self.ended = 0, 0.0
+        self.seconds = {"plain": 0.0, "genlab": 0.0}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        start = time.perf_counter()
+        timed = self.warmup < self.index <= self.warmup + self.steps
+        if timed:
+            self.seconds["genlab"] += start - self.ended
+        with torch.enable_grad():
+            self.step(next(self.batches), self.index)
+        self.index += 1
+        self.ended = time.perf_counter()
+        if timed:
+            self.seconds["plain"] += self.ended - start
+
+
+def interleaved_seconds(cfg: DictConfig, warmup: int, steps: int) -> dict[str, float]:
+    """Both sides' seconds over the same ``steps`` batches, interleaved batch by batch (:class:`Interleaved`)."""
+    with plain_loop(cfg.copy()) as (loader, step):
+        pairs = Interleaved(epochs(loader), step, warmup, steps)
+        genlab_train(cfg, [pairs])
+    assert pairs.index > warmup + steps, "the run ended before the timed batches"
+    return pairs.seconds
 
 
 class KeepProfiler(pl.Callback):
@@ -179,12 +233,12 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
     long on the plain side (at least ``steps`` batches), so fast and slow models are timed alike."""
     cfg = family_config(family, data, warmup + steps)
     if seconds:
-        per_batch = plain_seconds(family, cfg, warmup, steps) / steps
+        per_batch = plain_seconds(cfg, warmup, steps) / steps
         steps = max(steps, math.ceil(seconds / per_batch))
         cfg = family_config(family, data, warmup + steps)
     times: dict[str, list[float]] = {"plain": [], "genlab": []}
     sides = {
-        "plain": lambda: plain_seconds(family, cfg, warmup, steps),
+        "plain": lambda: plain_seconds(cfg, warmup, steps),
         "genlab": lambda: genlab_seconds(cfg, warmup, steps),
     }
     for r in range(rounds):
@@ -193,6 +247,8 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
         print(f"{family} round {r + 1}: plain {times['plain'][-1]:.2f} s, genlab {times['genlab'][-1]:.2f} s")
     plain, ours = steps / min(times["plain"]), steps / min(times["genlab"])
     paired = sorted(p / g for p, g in zip(times["plain"], times["genlab"]))
+    pairs = interleaved_seconds(family_config(family, data, warmup + steps + 1), warmup, steps)
+    print(f"{family} interleaved: plain {pairs['plain']:.2f} s, genlab {pairs['genlab']:.2f} s")
     costs = hook_costs(cfg, warmup + steps)
     return {
         "batch_size": cfg.data.batch_size,
@@ -202,6 +258,8 @@ def bench_family(family: str, data: Path, warmup: int, steps: int, rounds: int, 
         "ratio": round(ours / plain, 3),
         "paired_ratio_median": round(paired[len(paired) // 2], 3),  # drift-robust: each round's own ratio
         "overhead_ms_per_batch": round(1000 * (1 / ours - 1 / plain), 2),
+        "interleaved_ratio": round(pairs["plain"] / pairs["genlab"], 3),  # batch by batch, one process
+        "interleaved_overhead_ms_per_batch": round(1000 * (pairs["genlab"] - pairs["plain"]) / steps, 2),
         "plain_seconds": [round(t, 3) for t in times["plain"]],
         "genlab_seconds": [round(t, 3) for t in times["genlab"]],
         "hook_ms_per_batch": costs,  # the named parts of the overhead (whole run, incl. start-up hooks)
@@ -226,8 +284,11 @@ def main() -> None:
     for family in families:
         result[family] = bench_family(family, Path(args.data), warmup, steps, rounds, seconds)
     ratios = ", ".join(f"{f} {result[f]['ratio']:.2f}" for f in families)
+    paired = ", ".join(f"{f} {result[f]['interleaved_ratio']:.2f}" for f in families)
     name = "train_overhead" + (f"_{args.family}" if args.family else "")
-    report(name, args.quick, result, f"train overhead (genlab/plain steps/s): {ratios}")
+    report(
+        name, args.quick, result, f"train overhead (genlab/plain steps/s): {ratios}; interleaved: {paired}"
+    )
 
 
 if __name__ == "__main__":
