@@ -1,11 +1,15 @@
 """Shared fixtures: real Hydra composition of conf/, real data from ../shared, run helpers."""
 
 import contextlib
+import functools
+import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -65,11 +69,80 @@ def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "trai
     return cfg
 
 
+class WarmLauncher:
+    """Runs ``python <script> ...`` commands as children of one warm interpreter (tests/launcher.py) that has
+    imported torch, torchvision, torchmetrics and Lightning once: each command skips their 8-12 s import.
+    ``GENLAB_TEST_FRESH=1`` starts every command as a new interpreter instead."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("launcher.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pending = b""
+        assert self.receive(None) == {"ready": True}
+
+    def receive(self, deadline: float | None) -> dict | None:
+        """The launcher's next reply; None if ``deadline`` (monotonic) passes first."""
+        while b"\n" not in self.pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.proc.stdout], [], [], wait)[0]:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError("the warm launcher exited")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, argv: list[str], timeout: float, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            pid = self.receive(None)["pid"]
+            done = self.receive(time.monotonic() + timeout)
+            if done is None:
+                os.killpg(pid, signal.SIGABRT)
+                time.sleep(5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                self.receive(None)
+                pytest.fail(
+                    f"{' '.join(argv)} ran past {timeout} s; its stacks:\n"
+                    f"{out.read_text()[-3000:]}\n{err.read_text()[-20000:]}"
+                )
+            return subprocess.CompletedProcess(argv, done["returncode"], out.read_text(), err.read_text())
+
+
+WARM_SETTINGS = {"PYTHONPATH", "PYTHONFAULTHANDLER"}  # the warm launcher's children apply these themselves
+
+
+def same_interpreter_settings(env: dict) -> bool:
+    """Whether ``env`` sets the interpreter's start-up options (``PYTHON*``, e.g. ``PYTHONPROFILEIMPORTTIME``)
+    as the warm launcher started with, so that one of its children is what a new interpreter would be."""
+    keys = {k for k in {*env, *os.environ} if k.startswith("PYTHON")} - WARM_SETTINGS
+    return all(env.get(k) == os.environ.get(k) for k in keys)
+
+
+@functools.cache
+def warm_launcher() -> WarmLauncher | None:
+    return None if os.environ.get("GENLAB_TEST_FRESH") == "1" else WarmLauncher()
+
+
 def run_bounded(argv: list[str], timeout: int, **popen) -> subprocess.CompletedProcess:
     """``subprocess.run(argv, capture_output=True, text=True)`` that, past ``timeout`` seconds, fails with
     every Python stack of the command's processes (its DDP ranks included): each is sent SIGABRT, which
-    ``PYTHONFAULTHANDLER`` turns into a dump of its threads on the shared stderr, then the group is killed."""
+    ``PYTHONFAULTHANDLER`` turns into a dump of its threads on the shared stderr, then the group is killed.
+    A ``python <script>.py`` command runs from the warm launcher (:class:`WarmLauncher`)."""
     env = {**popen.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
+    script = argv[0] == sys.executable and argv[1].endswith(".py") and set(popen) <= {"cwd"}
+    launcher = warm_launcher() if script and same_interpreter_settings(env) else None
+    if launcher is not None:
+        return launcher.run(argv, timeout, Path(popen.get("cwd", os.getcwd())), env)
     with subprocess.Popen(
         argv,
         env=env,
