@@ -69,6 +69,15 @@ def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "trai
     return cfg
 
 
+def abort_group(pid: int) -> None:
+    """SIGABRT to the process group ``pid`` leads (``PYTHONFAULTHANDLER`` dumps each process's stacks), then
+    SIGKILL five seconds later."""
+    os.killpg(pid, signal.SIGABRT)
+    time.sleep(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 class WarmLauncher:
     """Runs ``python <script> ...`` commands as children of one warm interpreter (tests/launcher.py) that has
     imported torch, torchvision, torchmetrics and Lightning once: each command skips their 8-12 s import.
@@ -106,10 +115,7 @@ class WarmLauncher:
             pid = self.receive(None)["pid"]
             done = self.receive(time.monotonic() + timeout)
             if done is None:
-                os.killpg(pid, signal.SIGABRT)
-                time.sleep(5)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                abort_group(pid)
                 self.receive(None)
                 pytest.fail(
                     f"{' '.join(argv)} ran past {timeout} s; its stacks:\n"
@@ -155,10 +161,7 @@ def run_bounded(argv: list[str], timeout: int, **popen) -> subprocess.CompletedP
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGABRT)
-            time.sleep(5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            abort_group(proc.pid)
             stdout, stderr = proc.communicate()
             pytest.fail(
                 f"{' '.join(argv)} ran past {timeout} s; its stacks:\n{stdout[-3000:]}\n{stderr[-20000:]}"

@@ -4,8 +4,8 @@ Each command of the suite is a fresh ``python src/...`` process, and on a CI hos
 spent importing torch, torchvision, torchmetrics and Lightning: most of a small run. This process
 imports those libraries once, then forks one child per command. The child is what ``python <script>``
 would be: its own process and session, the command's argv, working directory and environment,
-stdout and stderr to files, ``sys.path`` the script's folder then ``PYTHONPATH``, fresh random seeds; it runs the script
-as ``__main__`` and exits as the interpreter does. genlab itself is not imported here, so each command
+stdout and stderr to files, ``sys.path`` the script's folder then ``PYTHONPATH``, fresh random seeds;
+it runs the script as ``__main__`` and exits as the interpreter does. genlab itself is not imported here, so each command
 imports it as a user's process does. DDP ranks, sweeps' job processes and the tests that time or kill a
 process still start real interpreters.
 
