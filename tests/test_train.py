@@ -244,15 +244,88 @@ class CountBatches(pl.Callback):
         self.ends += 1
 
 
+QUICK_VAE = [a for a in QUICK if not a.startswith("model.")] + ["model=vae", "model.encoder.width=8"]
+
+
+class LastCheckpointAt(pl.Callback):
+    """Whether ``checkpoints/last.ckpt`` exists at the end of training batch ``batch`` of the first epoch
+    (before that batch's own checkpoint: Lightning runs checkpoint callbacks last)."""
+
+    def __init__(self, batch: int):
+        self.batch, self.found = batch, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == 0 and batch_idx == self.batch:
+            self.found = (Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt").exists()
+
+
 def test_callbacks_inherited_batch_hooks_are_skipped_and_their_own_still_run(tmp_path):
-    """Lightning calls every callback's per-batch hooks, no-ops included (about 80 calls a batch); genlab
-    leaves it only the hooks a callback defines."""
-    keep, count = KeepTrainer(), CountBatches()
-    train(compose_train(QUICK, tmp_path), extra_callbacks=[keep, count])
+    """Lightning calls every per-batch hook of every callback and of the module, no-ops included (about 80
+    calls a batch); genlab leaves it only the hooks that do something."""
+    keep, count, seen = KeepTrainer(), CountBatches(), LastCheckpointAt(batch=2)
+    train(compose_train(QUICK_VAE, tmp_path / "epochs"), extra_callbacks=[keep, count, seen])
     assert count.ends == 8 and count.on_train_batch_start is None and count.on_before_backward is None
     guard = next(c for c in keep.callbacks if isinstance(c, DivergenceGuard))
     assert callable(guard.on_before_optimizer_step) and guard.on_train_batch_end is None
-    assert all(callable(c.on_train_batch_end) for c in keep.callbacks if isinstance(c, ModelCheckpoint))
+    checkpoints = [c for c in keep.callbacks if isinstance(c, ModelCheckpoint)]
+    assert len(checkpoints) == 2 and all(c.on_train_batch_end is None for c in checkpoints), "epochs only"
+    assert seen.found is False, "no checkpoint before the first validation"
+
+    # A checkpoint every 2 training steps keeps its batch hook, and saves from it (after batch 1: step 2).
+    keep, seen = KeepTrainer(), LastCheckpointAt(batch=2)
+    steps = [*QUICK_VAE, "+callbacks.last_checkpoint.every_n_train_steps=2"]
+    train(compose_train(steps, tmp_path / "steps"), extra_callbacks=[keep, seen])
+    last = next(c for c in keep.callbacks if isinstance(c, ModelCheckpoint) and c.filename == "last")
+    assert callable(last.on_train_batch_end) and seen.found is True
+
+
+class CsvRowsAt(pl.Callback):
+    """The steps whose ``train/nelbo`` is in ``csv/metrics.csv`` on disk at the end of training batch ``batch``
+    of the first epoch (before that batch's own row is logged)."""
+
+    def __init__(self, batch: int):
+        self.batch, self.steps = batch, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == 0 and batch_idx == self.batch:
+            path = Path(trainer.default_root_dir) / "csv" / "metrics.csv"
+            rows = read_csv(path.parents[1]) if path.exists() else []
+            self.steps = [int(r["step"]) for r in rows if r.get("train/nelbo")]
+
+
+def test_csv_rows_reach_the_file_every_flush_seconds_and_all_at_the_end(tmp_path):
+    """Lightning saves the CSV after every logged step (~0.5 ms each); genlab's writes at most every
+    ``logger.csv.flush_seconds`` and everything when the run ends."""
+    final = {}
+    for flush in (0, 3600):
+        seen = CsvRowsAt(batch=3)
+        args = [*QUICK_VAE, "trainer.log_every_n_steps=1", f"logger.csv.flush_seconds={flush}"]
+        train(compose_train(args, tmp_path / str(flush)), extra_callbacks=[seen])
+        final[flush] = read_csv(tmp_path / str(flush))
+        assert seen.steps == ([0] if flush else [0, 1, 2]), (flush, seen.steps)  # the first save writes
+    assert len(final[0]) == len(final[3600]) and column(final[0], "train/nelbo")
+    assert [r["step"] for r in final[0]] == [r["step"] for r in final[3600]]
+
+
+class ModuleHooks(pl.Callback):
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.module = pl_module
+
+
+def test_module_no_op_batch_hooks_are_skipped_and_step_signatures_precomputed(tmp_path):
+    """The module's inherited no-op batch hooks are skipped like the callbacks'; its own still run (the VAE's
+    EMA-updating ``on_train_batch_end``). Lightning reads ``training_step``'s signature each batch: it is
+    precomputed, and says the same as the function."""
+    import inspect
+
+    keep = ModuleHooks()
+    train(compose_train(QUICK_VAE, tmp_path), extra_callbacks=[keep])
+    module = keep.module
+    assert module.on_before_backward is None and module.on_before_zero_grad is None
+    assert callable(module.on_train_batch_end) and callable(module.optimizer_zero_grad)
+    step = type(module).training_step
+    assert "__signature__" in vars(step)
+    assert inspect.getfullargspec(module.training_step).args == ["self", "batch", "batch_idx"]
 
 
 class HeapDuringTraining(pl.Callback):

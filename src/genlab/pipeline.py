@@ -90,7 +90,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         _convert_="all",
     )
     configure_ddp(trainer, model)
-    skip_unused_batch_hooks(trainer.callbacks)
+    skip_unused_batch_hooks(trainer.callbacks, model)
     for logger in loggers:
         logger.log_hyperparams(config)
 

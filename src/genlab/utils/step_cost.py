@@ -2,9 +2,11 @@
 nothing (measured by ``bench/train_overhead.py``)."""
 
 import contextlib
+import inspect
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.profilers import PassThroughProfiler
 
 _NOTHING = contextlib.nullcontext()
@@ -50,11 +52,41 @@ BATCH_HOOKS = (
 )
 
 
-def skip_unused_batch_hooks(callbacks: list[pl.Callback]) -> None:
-    """Lightning calls every per-batch hook of every callback, overridden or not, each inside a profiler
-    context named by the callback's ``state_key`` (about 80 calls a training batch, 1-3 us each). It skips
-    a hook attribute that is not callable: each callback's inherited no-op batch hooks become ``None``."""
+#: LightningModule hooks Lightning calls on every batch whose default does nothing and returns None.
+MODULE_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+)
+#: Steps whose signature Lightning reads on every batch (``inspect.getfullargspec``, ~20-40 us each).
+STEP_METHODS = ("training_step", "validation_step", "test_step")
+
+
+def skip_unused_batch_hooks(callbacks: list[pl.Callback], model: pl.LightningModule) -> None:
+    """Lightning calls every per-batch hook of every callback and of the module, overridden or not, each
+    inside a profiler context named by the callback's ``state_key`` (about 80 calls a training batch, 1-3 us
+    each; a ModelCheckpoint's key is a dict's repr built per call). It skips a hook attribute that is not
+    callable: inherited no-op batch hooks become ``None``, as does the batch hook of a ModelCheckpoint that
+    saves on epochs only (no ``every_n_train_steps``, no ``train_time_interval``), where it returns at once.
+    The module's step methods get their signature precomputed (``__signature__``), which Lightning's
+    ``getfullargspec`` per batch then reads instead of rebuilding it."""
     for callback in callbacks:
         for hook in BATCH_HOOKS:
             if getattr(type(callback), hook) is getattr(pl.Callback, hook):
                 setattr(callback, hook, None)
+        if isinstance(callback, ModelCheckpoint) and epochs_only(callback):
+            callback.on_train_batch_end = None
+    for hook in MODULE_BATCH_HOOKS:
+        if getattr(type(model), hook) is getattr(pl.LightningModule, hook):
+            setattr(model, hook, None)
+    for name in STEP_METHODS:
+        step = getattr(type(model), name, None)
+        if inspect.isfunction(step) and "__signature__" not in vars(step):
+            step.__signature__ = inspect.signature(step)
+
+
+def epochs_only(checkpoint: ModelCheckpoint) -> bool:
+    """True when ``checkpoint`` saves on epoch or validation ends only, never from a training batch."""
+    return checkpoint._every_n_train_steps < 1 and checkpoint._train_time_interval is None
