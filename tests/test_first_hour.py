@@ -212,13 +212,18 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
             "leaves nothing to train",
         ),
+        "csv_flush": (
+            "train.py",
+            ["logger.csv.flush_seconds=soon"],
+            "logger.csv.flush_seconds must be a number",
+        ),
     }
 
 
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
-    "smaller_budget",
+    "smaller_budget", "csv_flush",
 ]  # fmt: skip
 
 

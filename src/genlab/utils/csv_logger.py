@@ -7,6 +7,8 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from genlab.errors import ConfigError
+
 
 class _AppendingWriter(ExperimentWriter):
     """Keeps an existing ``metrics.csv`` and appends under its header (Lightning's writer deletes it)."""
@@ -27,6 +29,12 @@ class ContinuingCSVLogger(CSVLogger):
     ``flush_seconds`` of rows."""
 
     def __init__(self, *args, append: bool = False, flush_seconds: float = 5.0, **kwargs):
+        number = isinstance(flush_seconds, (int, float)) and not isinstance(flush_seconds, bool)
+        if not number or flush_seconds < 0:
+            raise ConfigError(
+                f"logger.csv.flush_seconds must be a number of seconds >= 0 (0: write every logged step), "
+                f"got {flush_seconds!r}"
+            )
         super().__init__(*args, **kwargs)
         self.append = append
         self.flush_seconds = flush_seconds
