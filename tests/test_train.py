@@ -2,6 +2,7 @@
 
 import csv
 import gc
+import inspect
 import json
 import warnings
 import weakref
@@ -219,10 +220,11 @@ def test_debug_configs_run(option, tmp_path):
 
 class KeepTrainer(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
-        self.profiler, self.bar, self.callbacks = (
+        self.profiler, self.bar, self.callbacks, self.module = (
             trainer.profiler,
             trainer.progress_bar_callback,
             trainer.callbacks,
+            pl_module,
         )
 
 
@@ -307,18 +309,11 @@ def test_csv_rows_reach_the_file_every_flush_seconds_and_all_at_the_end(tmp_path
     assert [r["step"] for r in final[0]] == [r["step"] for r in final[3600]]
 
 
-class ModuleHooks(pl.Callback):
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.module = pl_module
-
-
 def test_module_no_op_batch_hooks_are_skipped_and_step_signatures_precomputed(tmp_path):
-    """The module's inherited no-op batch hooks are skipped like the callbacks'; its own still run (the VAE's
-    EMA-updating ``on_train_batch_end``). Lightning reads ``training_step``'s signature each batch: it is
-    precomputed, and says the same as the function."""
-    import inspect
-
-    keep = ModuleHooks()
+    """The module's inherited no-op batch hooks are skipped like the callbacks'; its own still run
+    (``on_train_batch_end``, which updates EMA copies). Lightning reads ``training_step``'s signature each
+    batch: it is precomputed, and says the same as the function."""
+    keep = KeepTrainer()
     train(compose_train(QUICK_VAE, tmp_path), extra_callbacks=[keep])
     module = keep.module
     assert module.on_before_backward is None and module.on_before_zero_grad is None
