@@ -409,9 +409,11 @@ def mnist(resolution: int) -> list[str]:
 
 
 # ---- GAN vs torchgan ----
-def bench_gan(quick: bool, overrides: list[str]) -> dict:
+def bench_gan(quick: bool, overrides: list[str], rounds: int = 1) -> dict:
     """genlab's DCGAN (``experiment=gan_mnist``) vs torchgan's ``DCGANGenerator``/``DCGANDiscriminator``
-    trained by torchgan's own ``Trainer`` with its non-saturating minimax losses."""
+    trained by torchgan's own ``Trainer`` with its non-saturating minimax losses, re-initialised as the DCGAN
+    paper; with ``rounds`` > 1 both train that many times, alternating which goes first (:func:`alternate`).
+    torchgan as shipped (its Kaiming init) trains once, for its FID."""
     steps, batch, lr, num = (10, 64, 2e-4, 32) if quick else (1000, 128, 2e-4, 2000)
     real_images = 64 if quick else 10_000  # of the test split, for the real statistics (cached)
     cfg = compose_train(
@@ -424,45 +426,50 @@ def bench_gan(quick: bool, overrides: list[str]) -> dict:
             *TRAIN_ONLY,
         ]
     )
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    images = split_tensor(datamodule.train_set)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    order = torch.cat(
+        [
+            torch.randperm(len(images), generator=shuffle)
+            for _ in range(math.ceil(steps * batch / len(images)))
+        ]
+    )
+    real = images[
+        order[: steps * batch]
+    ]  # one torchgan "epoch" of exactly `steps` batches, reshuffled epochs
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def fid(draw) -> dict:
+        return fid_of(in_batches(draw, num), mnist(32), tmp, max_real=real_images)
+
+    def peer_fid(peer: nn.Module) -> dict:
+        return fid(lambda n: peer(torch.randn(n, peer.encoding_dims, generator=gen)))
+
     with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
         tmp = Path(tmp)
-        ours, datamodule, our_seconds = genlab_run(cfg, tmp / "genlab")
-        datamodule.setup("fit")
-        images = split_tensor(datamodule.train_set)
-        order = torch.cat(
-            [torch.randperm(len(images)) for _ in range(math.ceil(steps * batch / len(images)))]
-        )
-        real = images[
-            order[: steps * batch]
-        ]  # one torchgan "epoch" of exactly `steps` batches, reshuffled epochs
 
-        gen = torch.Generator().manual_seed(cfg.seed)
-        ours_ema = fid_of(
-            in_batches(lambda n: ours.sample(n, gen), num), mnist(32), tmp, max_real=real_images
-        )
-        ours_raw = fid_of(
-            in_batches(lambda n: ours.generator(ours.noise(n, gen)).clamp(-1, 1), num),
-            mnist(32),
-            tmp,
-            max_real=real_images,
-        )
-        peers = {}
-        for variant, paper_init in (("as_shipped", False), ("paper_init", True)):
-            peer, peer_parameters, peer_seconds = torchgan_run(
-                cfg, real, batch, lr, tmp / f"torchgan_{variant}", paper_init
+        def train_genlab(r: int) -> tuple[Any, float]:
+            model, _, elapsed = genlab_run(cfg, tmp / f"genlab_{r}")
+            return model, elapsed
+
+        def train_peer(r: int, paper_init: bool = True) -> tuple[Any, float]:
+            *trained, elapsed = torchgan_run(
+                cfg, real, batch, lr, tmp / f"torchgan_{paper_init}_{r}", paper_init
             )
-            peer_fid = fid_of(
-                in_batches(lambda n, g=peer: g(torch.randn(n, g.encoding_dims, generator=gen)), num),
-                mnist(32),
-                tmp,
-                max_real=real_images,
-            )
-            peers[variant] = {
-                "fid": peer_fid["fid"],
-                "kid": peer_fid["kid"],
-                "seconds": round(peer_seconds, 1),
-                "parameters": peer_parameters,
-            }
+            return trained, elapsed
+
+        (ours, (peer, peer_parameters)), seconds = alternate(
+            {"genlab": train_genlab, "peer": train_peer}, rounds
+        )
+        (shipped, shipped_parameters), shipped_seconds = train_peer(0, paper_init=False)
+        ours_ema = fid(lambda n: ours.sample(n, gen))
+        ours_raw = fid(lambda n: ours.generator(ours.noise(n, gen)).clamp(-1, 1))
+        peers = {
+            "paper_init": {**peer_fid(peer), "seconds": statistics.median_low(seconds["peer"])},
+            "as_shipped": {**peer_fid(shipped), "seconds": round(shipped_seconds, 1)},
+        }
     return {
         "data": f"MNIST 32 px; FID/KID of {num} samples vs the test split ({real_images} images)",
         "budget": f"{steps} D+G steps of batch {batch}, Adam lr {lr} betas {tuple(cfg.model.betas)}",
@@ -471,13 +478,21 @@ def bench_gan(quick: bool, overrides: list[str]) -> dict:
             "fid": ours_ema["fid"],
             "kid": ours_ema["kid"],
             "fid_without_ema": ours_raw["fid"],
-            "seconds": round(our_seconds, 1),
+            "seconds": statistics.median_low(seconds["genlab"]),
             "parameters": parameters(ours.generator) + parameters(ours.discriminator),
         },
-        "peer": {"name": "torchgan DCGAN, DCGAN-paper init", **peers["paper_init"]},
-        "peer_as_shipped": {"name": "torchgan DCGAN, its own (Kaiming) init", **peers["as_shipped"]},
+        "peer": {
+            "name": "torchgan DCGAN, DCGAN-paper init",
+            **peers["paper_init"],
+            "parameters": peer_parameters,
+        },
+        "peer_as_shipped": {
+            "name": "torchgan DCGAN, its own (Kaiming) init",
+            **peers["as_shipped"],
+            "parameters": shipped_parameters,
+        },
         "fid_ratio": round(ours_ema["fid"] / peers["paper_init"]["fid"], 3),
-        "time_ratio": round(our_seconds / peers["paper_init"]["seconds"], 3),
+        **time_ratio(seconds),
     }
 
 
@@ -652,12 +667,12 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="vae: train both sides this many times, alternating which goes first; time ratio = median of the "
-        "rounds' own ratios (the host's speed drifts between runs)",
+        help="vae, gan: train both sides this many times, alternating which goes first; time ratio = median of "
+        "the rounds' own ratios (the host's speed drifts between runs)",
     )
     args = parser.parse_args()
-    if args.rounds > 1 and args.family != "vae":
-        parser.error("--rounds applies to --family vae (the other families' runs take minutes each)")
+    if args.rounds > 1 and args.family not in ("vae", "gan"):
+        parser.error("--rounds applies to --family vae and gan (a diffusion or GPT run takes many minutes)")
     if args.seeds:
         spread(args.family, args.seeds, args.quick)
         return
