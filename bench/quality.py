@@ -440,15 +440,14 @@ def bench_gan(quick: bool, overrides: list[str], rounds: int = 1) -> dict:
         order[: steps * batch]
     ]  # one torchgan "epoch" of exactly `steps` batches, reshuffled epochs
     gen = torch.Generator().manual_seed(cfg.seed)
-
-    def fid(draw) -> dict:
-        return fid_of(in_batches(draw, num), mnist(32), tmp, max_real=real_images)
-
-    def peer_fid(peer: nn.Module) -> dict:
-        return fid(lambda n: peer(torch.randn(n, peer.encoding_dims, generator=gen)))
-
     with tempfile.TemporaryDirectory(prefix="genlab_quality_") as tmp:
         tmp = Path(tmp)
+
+        def fid(draw) -> dict:
+            return fid_of(in_batches(draw, num), mnist(32), tmp, max_real=real_images)
+
+        def peer_fid(peer: nn.Module) -> dict:
+            return fid(lambda n: peer(torch.randn(n, peer.encoding_dims, generator=gen)))
 
         def train_genlab(r: int) -> tuple[Any, float]:
             model, _, elapsed = genlab_run(cfg, tmp / f"genlab_{r}")
