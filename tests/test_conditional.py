@@ -3,6 +3,7 @@ unconditional and conditional predictions), the projection GAN and the CVAE; con
 data, sample the classes asked for and log val/sample_accuracy."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -52,12 +53,14 @@ def sample_cfg(run, out, args, solver=("sampler=ddim", "steps=4")):
     return cfg
 
 
-def test_a_conditional_diffusion_run_samples_the_classes_asked_for(conditional_run, tmp_path):
+def test_a_conditional_diffusion_run_samples_the_classes_asked_for(conditional_run, tmp_path, caplog):
     run, metrics = conditional_run
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
-    out = sample(sample_cfg(run, tmp_path / "per_class", ["per_class=2", "guidance=3.0"]))
+    with caplog.at_level(logging.INFO, logger="genlab.pipeline"):
+        out = sample(sample_cfg(run, tmp_path / "per_class", ["per_class=2", "guidance=3.0"]))
     assert (out / "labels.txt").read_text().split() == [str(c) for c in range(10) for _ in range(2)]
     assert len(list((out / "samples").glob("*.png"))) == 20 and (out / "grid.png").is_file()
+    assert "Wrote 20 samples" in caplog.text, "the log counts what was written, not num_samples"
     out = sample(sample_cfg(run, tmp_path / "labels", ["labels=[3,7]", "num_samples=5"]))
     assert (out / "labels.txt").read_text().split() == ["3", "7", "3", "7", "3"]
 

@@ -51,6 +51,8 @@ def test_num_samples_sets_fid_samples_of_image_runs_and_says_what_applies_to_tex
     FID/KID with eval.py's image_metrics group once the weights are there, and names them while they are not."""
     image = evaluate(runs["image"], ["num_samples=4"], tmp_path / "image", check=False)
     assert_user_error(image, "FID/KID are asked for but no FID Inception weights")
+    (error,) = [line for line in image.stderr.splitlines() if line.startswith("Error")]
+    assert "leave out num_samples" in error and "optimized_metric" not in error, "eval's own way on"
     weights = {"GENLAB_FID_WEIGHTS": str(fid_weights)}
     now = ["num_samples=6", "image_metrics=default", "metrics.max_real=6", f"paths.cache_dir={tmp_path}"]
     run_script(

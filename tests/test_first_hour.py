@@ -119,6 +119,7 @@ def test_asking_for_fid_without_weights_fails_before_training(args, tmp_path):
     )
     output = proc.stdout + proc.stderr
     assert "FID/KID are asked for but no FID Inception weights found" in output, output[-3000:]
+    assert "set optimized_metric=auto to select checkpoints on another metric" in output
     assert not list(run.rglob("*.ckpt")), "nothing trained"
     if "-m" not in args and "hparams_search" not in args[0]:
         assert_user_error(proc, "FID/KID are asked for")

@@ -206,7 +206,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(run_cfg.model, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
     check_trainer(cfg.trainer, model.automatic_optimization)
-    image_metrics = build_image_metrics(run_cfg, required=bool(cfg.get("num_samples")))
+    image_metrics = build_image_metrics(
+        run_cfg,
+        bool(cfg.get("num_samples")),
+        instead="leave out num_samples to measure the model's own metrics",
+    )
     if image_metrics is None and run_cfg.get("metrics") is not None:
         log.warning("FID/KID skipped: %s. To enable FID/KID, %s.", WEIGHTS_MISSING, ENABLE_FID)
     callbacks = [image_metrics] if image_metrics else []
@@ -254,15 +258,15 @@ def sample(cfg: DictConfig) -> Path:
     generator = torch.Generator().manual_seed(cfg.seed)
     if isinstance(model, ImageGenerator):
         names = get_class(run_cfg.data._target_).class_names_from_checkpoint(checkpoint)
-        sample_images(cfg, model, generator, out, names)
+        written = sample_images(cfg, model, generator, out, names)
     elif isinstance(model, TextGenerator):
         tokenizer = get_class(run_cfg.data._target_).tokenizer_from_checkpoint(checkpoint)
-        sample_text(cfg, model, tokenizer, generator, out)
+        written = sample_text(cfg, model, tokenizer, generator, out)
     else:
         raise ConfigError(
             f"{type(model).__name__} declares no way to sample (ImageGenerator or TextGenerator)."
         )
-    log.info("Wrote %d samples to %s", cfg.num_samples, out)
+    log.info("Wrote %d samples to %s", written, out)
     return out
 
 
@@ -272,7 +276,8 @@ def sample_images(
     generator: torch.Generator,
     out: Path,
     class_names: list[str] | None = None,
-) -> None:
+) -> int:
+    """Writes the grid and the samples (PNG files or ``samples.npz``); returns how many samples."""
     import numpy as np
     from PIL import Image
     from torchvision.utils import save_image
@@ -312,15 +317,16 @@ def sample_images(
     pixels = to_uint8(images)[:, : images.shape[1]].permute(0, 2, 3, 1).contiguous()  # the uint8 FID sees
     if cfg.format == "npz":
         np.savez_compressed(out / "samples.npz", images=pixels.numpy())
-        return
+        return len(pixels)
     (out / "samples").mkdir(exist_ok=True)
     for i, image in enumerate(pixels):
         Image.fromarray(image.squeeze(-1).numpy()).save(out / "samples" / f"{i:06d}.png")
+    return len(pixels)
 
 
 def sample_text(
     cfg: DictConfig, model: TextGenerator, tokenizer, generator: torch.Generator, out: Path
-) -> None:
+) -> int:
     """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt; with
     ``beam_size=k`` the one best continuation of beam search (deterministic, no sampling options)."""
     prompt = torch.tensor([tokenizer.encode(cfg.prompt)], device=model.device)
@@ -343,6 +349,7 @@ def sample_text(
         )
     texts = [tokenizer.decode(row.tolist()) for row in tokens]
     (out / "samples.txt").write_text("\n\n".join(texts))
+    return len(texts)
 
 
 WEIGHTS_MISSING = (
@@ -355,8 +362,13 @@ ENABLE_FID = (
 )
 
 
-def build_image_metrics(cfg: DictConfig, required: bool) -> ImageMetrics | None:
-    """The FID/KID callback; None when ``metrics=null`` or no weights exist, an error then if ``required``."""
+def build_image_metrics(
+    cfg: DictConfig,
+    required: bool,
+    instead: str = "set optimized_metric=auto to select checkpoints on another metric",
+) -> ImageMetrics | None:
+    """The FID/KID callback; None when ``metrics=null`` or no weights exist, an error then if ``required``
+    (whose line ends with ``instead``: how to go on without FID)."""
     if cfg.get("metrics") is None:
         if required:
             raise ConfigError(
@@ -368,10 +380,7 @@ def build_image_metrics(cfg: DictConfig, required: bool) -> ImageMetrics | None:
     if callback.available:
         return callback
     if required:
-        raise ConfigError(
-            f"FID/KID are asked for but {WEIGHTS_MISSING}: {ENABLE_FID}, or set optimized_metric=auto "
-            "to select checkpoints on another metric."
-        )
+        raise ConfigError(f"FID/KID are asked for but {WEIGHTS_MISSING}: {ENABLE_FID}, or {instead}.")
     return None
 
 

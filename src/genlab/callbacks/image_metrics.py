@@ -21,7 +21,7 @@ from genlab.interfaces import ReportsProtocol
 from genlab.metrics.inception import find_inception_weights, to_uint8
 from genlab.metrics.real_stats import RealStatisticsCache
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
-from genlab.models import GenerativeModel, eval_prefix
+from genlab.models import GenerativeModel, eval_prefix, log_global
 from genlab.models.conditioning import balanced_labels, is_conditional
 
 log = logging.getLogger(__name__)
@@ -186,11 +186,7 @@ class ImageMetrics(pl.Callback, ReportsProtocol):
                 labels, images = None, pl_module.sample(stop - start, generator=generator)
             self.suite.update(to_uint8(images), real=False, labels=labels)
         values = self.suite.compute()
-        pl_module.log_dict(
-            {f"{self._split}/{name}": value for name, value in values.items()},
-            sync_dist=False,
-            rank_zero_only=False,
-        )
+        log_global(pl_module, {f"{self._split}/{name}": value for name, value in values.items()})
         self._protocol = self.suite.protocol()
         for entry in self._protocol.values():
             entry.update(split=self._split, real_statistics=self._eval_key)

@@ -10,7 +10,7 @@ import torch
 from genlab.callbacks.image_metrics import evaluation_due
 from genlab.interfaces import ReportsProtocol
 from genlab.metrics.classifier import SampleAccuracy, load_or_train
-from genlab.models import eval_prefix
+from genlab.models import eval_prefix, log_global
 from genlab.models.conditioning import is_conditional
 
 
@@ -70,9 +70,7 @@ class SampleAccuracyCallback(pl.Callback, ReportsProtocol):
             generator = torch.Generator().manual_seed(self.seed + 1_000_003 * trainer.current_epoch + b)
             self.metric.update(pl_module.sample(len(labels), generator=generator, labels=labels), labels)
         split = eval_prefix(pl_module)
-        pl_module.log(
-            f"{split}/sample_accuracy", self.metric.compute(), sync_dist=False, rank_zero_only=False
-        )
+        log_global(pl_module, {f"{split}/sample_accuracy": self.metric.compute()})
         self.metric.reset()
         self._protocol = {f"{split}/sample_accuracy": {"num_samples": self.num_samples, **self._about}}
 

@@ -1,5 +1,7 @@
 """KID on torchmetrics' KernelInceptionDistance, with real statistics it owns and a DDP-safe gather."""
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -21,7 +23,11 @@ class KID(RealStatistics, GatheredFeatures, KernelInceptionDistance):
     LIST_STATES = {"real_features": 2048, "fake_features": 2048}
 
     def __init__(self, feature: int | nn.Module = 2048, *args, reset_real_features: bool = False, **kwargs):
-        super().__init__(feature, *args, reset_real_features=reset_real_features, **kwargs)
+        with (
+            warnings.catch_warnings()
+        ):  # "will save all extracted features": bounded by max_real, num_samples
+            warnings.filterwarnings("ignore", message=r".*will save all extracted features.*")
+            super().__init__(feature, *args, reset_real_features=reset_real_features, **kwargs)
         self.LIST_STATES = dict.fromkeys(
             self.LIST_STATES, int(getattr(self.inception, "num_features", feature))
         )

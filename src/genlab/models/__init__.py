@@ -30,6 +30,13 @@ def eval_prefix(module: pl.LightningModule) -> str:
     return "test" if module.trainer.testing else "val"
 
 
+def log_global(module: pl.LightningModule, metrics: dict[str, Any], **kwargs) -> None:
+    """Logs values that every rank already holds alike (computed from synchronised metric states, e.g.
+    FID of the gathered features). They are logged as synchronised with ``max``, which of equal values is
+    each of them exactly: Lightning neither averages them again nor warns under DDP that they were not."""
+    module.log_dict(metrics, sync_dist=True, reduce_fx="max", **kwargs)
+
+
 def nonfinite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
     """0.0 when every element of ``tensors`` is finite, else NaN. One multi-tensor kernel per device and
     dtype (the gradient scaler's check, unscaling by 1, which leaves every value as it is): about 4x faster

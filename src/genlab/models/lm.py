@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 
 from genlab.errors import ConfigError
 from genlab.interfaces import ReportsProtocol, TextGenerator
-from genlab.models import GenerativeModel, OptimizerFactory
+from genlab.models import GenerativeModel, OptimizerFactory, log_global
 from genlab.models.sacrebleu_metrics import sacre_bleu, sacre_chrf
 from genlab.nets.hf_gpt2 import load_pretrained, pretrained_shape
 
@@ -126,7 +126,7 @@ class LanguageModel(GenerativeModel, TextGenerator, ReportsProtocol):
         }
         if self.hparams.bleu_samples:
             metrics.update(self.corpus_bleu(dm, split))
-        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        log_global(self, {f"{split}/{k}": v for k, v in metrics.items()}, prog_bar=True)
 
     @property
     def decoding(self) -> str:
