@@ -91,6 +91,7 @@ def test_default_run_completes_offline_without_fid_weights(tmp_path):
     output = proc.stdout + proc.stderr
     assert output.count(NOTICE) == 1, output[-3000:]
     assert "metrics.fid.weights_path=<file> or GENLAB_FID_WEIGHTS=<file>" in output, "how to enable FID"
+    assert "is deprecated" not in output, "no deprecation notice the user cannot act on"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "samples").glob("epoch_*.png")), "sample grids"
     metrics = json.loads((run / "metrics.json").read_text())

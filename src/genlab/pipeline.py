@@ -46,11 +46,17 @@ log = logging.getLogger(__name__)
 AUTO_METRIC = "auto"  # optimized_metric=auto: val/fid where FID can be computed, else the model's fallback
 
 
+def quiet_known_warnings() -> None:
+    """Silences notices about nothing the user can act on: EMA copies of networks are in eval mode on purpose,
+    and Lightning 2.6 still builds torch's deprecated ``LeafSpec`` (a FutureWarning on every run)."""
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(cfg.seed, workers=True)
-    # EMA copies of networks are in eval mode on purpose.
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    quiet_known_warnings()
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
     check_modality(cfg)
@@ -169,6 +175,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Rebuilds a run from the config stored in ``cfg.ckpt_path`` and computes its validation metrics."""
+    quiet_known_warnings()
     ckpt_path, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     if cfg.get("data_root"):
         if "root" not in run_cfg.data:
