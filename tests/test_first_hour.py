@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from genlab.models.gan import GAN
 from genlab.pipeline import configure_ddp
@@ -170,6 +171,8 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
     """name -> (script, arguments, the message's key phrase)."""
     (tmp / "empty").mkdir()
     (tmp / "a_file").write_text("")
+    (tmp / "by_class" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp / "by_class" / "a" / "0.png")
     broken = tmp / "broken.ckpt"
     broken.write_bytes((gan_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
     return {
@@ -214,6 +217,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
             "leaves nothing to train",
         ),
+        "samples_in_subfolders": (
+            "eval.py",
+            [f"samples={tmp / 'by_class'}", "data=digits"],
+            "its subfolders a do, which are not searched",
+        ),
         "csv_flush": (
             "train.py",
             ["logger.csv.flush_seconds=soon"],
@@ -225,7 +233,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
-    "smaller_budget", "csv_flush",
+    "smaller_budget", "csv_flush", "samples_in_subfolders",
 ]  # fmt: skip
 
 

@@ -38,6 +38,19 @@ def samples_source(path: str | Path) -> Path:
     return path
 
 
+def nested(path: Path) -> str:
+    """What to say of a folder whose images all sit in subfolders, which are not searched (as torch-fidelity's
+    default): which subfolders, and the fix."""
+    holders = [
+        d.name
+        for d in sorted(path.iterdir())
+        if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir())
+    ]
+    if not holders:
+        return ""
+    return f"; its subfolders {', '.join(holders[:3])}{', ...' if len(holders) > 3 else ''} do, which are not searched: give one, or move all the samples into one folder"
+
+
 def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an ``.npz`` (N, H, W[, C]);
     given a ``sample.py`` output folder, the samples in it (not its grid)."""
@@ -45,7 +58,9 @@ def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"samples={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise ConfigError(
+                f"samples={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}){nested(path)}."
+            )
         size = None
         for start in range(0, len(files), batch_size):
             images = [_read_image(f) for f in files[start : start + batch_size]]
