@@ -23,9 +23,8 @@ class KID(RealStatistics, GatheredFeatures, KernelInceptionDistance):
     LIST_STATES = {"real_features": 2048, "fake_features": 2048}
 
     def __init__(self, feature: int | nn.Module = 2048, *args, reset_real_features: bool = False, **kwargs):
-        with (
-            warnings.catch_warnings()
-        ):  # "will save all extracted features": bounded by max_real, num_samples
+        # torchmetrics' notice that KID keeps every feature: the callers bound them (max_real, num_samples).
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*will save all extracted features.*")
             super().__init__(feature, *args, reset_real_features=reset_real_features, **kwargs)
         self.LIST_STATES = dict.fromkeys(
