@@ -273,7 +273,7 @@ def sample(cfg: DictConfig) -> Path:
         raise ConfigError(
             f"{type(model).__name__} declares no way to sample (ImageGenerator or TextGenerator)."
         )
-    log.info("Wrote %d samples to %s", written, out)
+    log.info("Wrote %d sample%s to %s", written, "" if written == 1 else "s", out)
     return out
 
 
