@@ -120,8 +120,12 @@ def test_bad_text_file_messages(tmp_path):
     bad.write_bytes("caf\xe9 cr\xe8me".encode("latin1"))
     with pytest.raises(ValueError, match="not valid UTF-8.*iconv"):
         TextFileDataModule(path=str(bad)).setup()
-    with pytest.raises(FileNotFoundError, match="data.path=.*is not a file"):
+    with pytest.raises(FileNotFoundError, match="data.path=.*does not exist"):
         TextFileDataModule(path=str(tmp_path / "missing.txt")).setup()
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "cover.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(FileNotFoundError, match="pictures holds no text files"):
+        TextFileDataModule(path=str(tmp_path / "pictures")).setup()
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
     with pytest.raises(ValueError, match="empty.txt holds no text"):
@@ -131,6 +135,37 @@ def test_bad_text_file_messages(tmp_path):
     dm = TextFileDataModule(path=str(windows), block_size=8)
     dm.setup()
     assert "\ufeff" not in dm.tokenizer.decode(list(range(dm.tokenizer.vocab_size))), "a BOM is no character"
+
+
+def test_a_folder_of_chapters_is_one_text_in_path_order(tmp_path):
+    """data.path=<folder>: its text files (subfolders too, gzipped too; hidden files and others skipped) in
+    path order, a blank line between them; validation is the end of the last chapters, as for one file."""
+    book = tmp_path / "book"
+    (book / "part2").mkdir(parents=True)
+    (book / ".git").mkdir()
+    (book / "01.txt").write_text("First chapter.\n")
+    with gzip.open(book / "02.md.gz", "wt", encoding="utf-8") as f:
+        f.write("Second, zipped.")
+    (book / "part2" / "03.txt").write_text("\ufeffThird, in a subfolder.\n\n", encoding="utf-8")
+    (book / ".git" / "HEAD.txt").write_text("hidden")
+    (book / "cover.jpg").write_bytes(b"\xff\xd8")
+    dm = TextFileDataModule(path=str(book))
+    assert dm.load_text() == "First chapter.\n\nSecond, zipped.\n\nThird, in a subfolder."
+    single = tmp_path / "one.txt"
+    single.write_text("Alone.\n")
+    assert TextFileDataModule(path=str(single)).load_text() == "Alone.\n", "one file: its text as it is"
+
+
+def test_a_folder_of_chapters_trains_as_typed(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    lines = SHAKESPEARE.read_text().splitlines(keepends=True)[:3000]
+    for i in range(3):
+        (chapters / f"ch_{i}.txt").write_text("".join(lines[i * 1000 : (i + 1) * 1000]))
+    run = tmp_path / "run"
+    args = ["model=gpt", "data=text_file", f"data.path={chapters}", *TINY_GPT, "trainer.max_steps=4"]
+    run_script("train.py", [*args, "callbacks.progress_bar=null", f"hydra.run.dir={run}"], tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "tokenizer.json").is_file()
 
 
 def test_text_too_short_for_the_block_names_the_split_and_the_fix(tmp_path):

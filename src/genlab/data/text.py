@@ -397,8 +397,13 @@ class TextDataModule(TokenizedDataModule):
         return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows.tolist()]
 
 
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")  # and the same gzipped (.txt.gz)
+
+
 class TextFileDataModule(TextDataModule):
-    """Any UTF-8 text file (e.g. tiny shakespeare)."""
+    """Any UTF-8 text file (e.g. tiny shakespeare), or a folder of them (a book's chapters): the folder's text
+    files (``TEXT_SUFFIXES``, also gzipped; hidden ones skipped), in subfolders too, in the order of their
+    paths, joined by a blank line. The splits are contiguous either way: validation is the end of the text."""
 
     name = "text_file"
 
@@ -406,16 +411,35 @@ class TextFileDataModule(TextDataModule):
         super().__init__(**kwargs)
         self.path = Path(path).expanduser() if path else None
 
-    def load_text(self) -> str:
+    def files(self) -> list[Path]:
+        """The text files ``data.path`` names: itself, or those of the folder in path order."""
         if self.path is None:
             raise DatasetNotFoundError(
                 f"data.path is not set: give a UTF-8 text file, e.g. data.path=input.txt (Tiny Shakespeare: {SHAKESPEARE_URL})."
             )
-        if not self.path.is_file():
+        if self.path.is_file():
+            return [self.path]
+        if not self.path.is_dir():
             raise DatasetNotFoundError(
-                f"data.path={self.path} is not a file: give the path of a UTF-8 text file."
+                f"data.path={self.path} does not exist: give a UTF-8 text file or a folder of them."
             )
-        text = read_utf8(self.path)
+        files = sorted(
+            p
+            for p in self.path.rglob("*")
+            if p.is_file()
+            and p.name.lower().removesuffix(".gz").endswith(TEXT_SUFFIXES)
+            and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+        )
+        if not files:
+            raise DatasetNotFoundError(
+                f"data.path={self.path} holds no text files ({', '.join(TEXT_SUFFIXES)}, or gzipped): "
+                "give a UTF-8 text file or a folder of them."
+            )
+        return files
+
+    def load_text(self) -> str:
+        texts = [read_utf8(f) for f in self.files()]
+        text = texts[0] if len(texts) == 1 else "\n\n".join(t.strip("\n") for t in texts)
         if not text.strip():
             raise DataError(f"data.path={self.path} holds no text: give a UTF-8 text file to train on.")
         return text
