@@ -147,10 +147,14 @@ def test_a_folder_of_chapters_is_one_text_in_path_order(tmp_path):
     with gzip.open(book / "02.md.gz", "wt", encoding="utf-8") as f:
         f.write("Second, zipped.")
     (book / "part2" / "03.txt").write_text("\ufeffThird, in a subfolder.\n\n", encoding="utf-8")
+    (book / "part2" / "04").write_text("Fourth, as `split` names it.")
     (book / ".git" / "HEAD.txt").write_text("hidden")
     (book / "cover.jpg").write_bytes(b"\xff\xd8")
     dm = TextFileDataModule(path=str(book))
-    assert dm.load_text() == "First chapter.\n\nSecond, zipped.\n\nThird, in a subfolder."
+    assert (
+        dm.load_text()
+        == "First chapter.\n\nSecond, zipped.\n\nThird, in a subfolder.\n\nFourth, as `split` names it."
+    )
     single = tmp_path / "one.txt"
     single.write_text("Alone.\n")
     assert TextFileDataModule(path=str(single)).load_text() == "Alone.\n", "one file: its text as it is"
@@ -161,7 +165,7 @@ def test_a_folder_of_chapters_trains_as_typed(tmp_path):
     chapters.mkdir()
     lines = SHAKESPEARE.read_text().splitlines(keepends=True)[:3000]
     for i in range(3):
-        (chapters / f"ch_{i}.txt").write_text("".join(lines[i * 1000 : (i + 1) * 1000]))
+        (chapters / f"ch_a{'abc'[i]}").write_text("".join(lines[i * 1000 : (i + 1) * 1000]))
     run = tmp_path / "run"
     args = ["model=gpt", "data=text_file", f"data.path={chapters}", *TINY_GPT, "trainer.max_steps=4"]
     run_script("train.py", [*args, "callbacks.progress_bar=null", f"hydra.run.dir={run}"], tmp_path)

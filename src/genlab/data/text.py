@@ -397,12 +397,12 @@ class TextDataModule(TokenizedDataModule):
         return [(w[:half], self.tokenizer.decode(w[half:])) for w in windows.tolist()]
 
 
-TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")  # and the same gzipped (.txt.gz)
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")  # and the same gzipped (.txt.gz), and names without one
 
 
 class TextFileDataModule(TextDataModule):
     """Any UTF-8 text file (e.g. tiny shakespeare), or a folder of them (a book's chapters): the folder's text
-    files (``TEXT_SUFFIXES``, also gzipped; hidden ones skipped), in subfolders too, in the order of their
+    files (``TEXT_SUFFIXES``, also gzipped, or no suffix as `split` writes; hidden ones skipped), in subfolders too, in the order of their
     paths, joined by a blank line. The splits are contiguous either way: validation is the end of the text."""
 
     name = "text_file"
@@ -427,12 +427,12 @@ class TextFileDataModule(TextDataModule):
             p
             for p in self.path.rglob("*")
             if p.is_file()
-            and p.name.lower().removesuffix(".gz").endswith(TEXT_SUFFIXES)
+            and (not p.suffix or p.name.lower().removesuffix(".gz").endswith(TEXT_SUFFIXES))
             and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
         )
         if not files:
             raise DatasetNotFoundError(
-                f"data.path={self.path} holds no text files ({', '.join(TEXT_SUFFIXES)}, or gzipped): "
+                f"data.path={self.path} holds no text files ({', '.join(TEXT_SUFFIXES)}, gzipped, or without a suffix): "
                 "give a UTF-8 text file or a folder of them."
             )
         return files
