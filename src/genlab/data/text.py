@@ -401,9 +401,9 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")  # and the same gzipped (.txt.g
 
 
 class TextFileDataModule(TextDataModule):
-    """Any UTF-8 text file (e.g. tiny shakespeare), or a folder of them (a book's chapters): the folder's text
-    files (``TEXT_SUFFIXES``, also gzipped, or no suffix as `split` writes; hidden ones skipped), in subfolders too, in the order of their
-    paths, joined by a blank line. The splits are contiguous either way: validation is the end of the text."""
+    """Any UTF-8 text file (e.g. tiny shakespeare), or a folder of them (a book's chapters): its text files
+    (``TEXT_SUFFIXES``, gzipped too, or no suffix as `split` writes; hidden ones skipped), subfolders included,
+    in path order, joined by a blank line. The splits are contiguous either way: validation is the end."""
 
     name = "text_file"
 
