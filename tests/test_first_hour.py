@@ -7,6 +7,7 @@ appended; failures must be one ``Error:`` line without a traceback.
 import json
 import os
 import random
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,8 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
     (tmp / "a_file").write_text("")
     (tmp / "by_class" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp / "by_class" / "a" / "0.png")
+    with zipfile.ZipFile(tmp / "novel.epub", "w") as book:  # a user's e-book, as shops sell them
+        book.writestr("mimetype", "application/epub+zip")
     broken = tmp / "broken.ckpt"
     broken.write_bytes((gan_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
     return {
@@ -222,6 +225,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"samples={tmp / 'by_class'}", "data=digits"],
             "its subfolders a do, which are not searched",
         ),
+        "ebook": (
+            "train.py",
+            ["model=gpt", "data=text_file", f"data.path={tmp / 'novel.epub'}"],
+            "novel.epub is a ZIP archive (as EPUB, DOCX and ODT documents are), not plain text: extract its text",
+        ),
         "csv_flush": (
             "train.py",
             ["logger.csv.flush_seconds=soon"],
@@ -233,7 +241,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
-    "smaller_budget", "csv_flush", "samples_in_subfolders",
+    "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook",
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 import csv
 import gzip
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from genlab.data.text import (
     TextDocsDataModule,
     TextFileDataModule,
     TokenizedDataModule,
+    read_text,
     tokenizer_from_json,
 )
 from genlab.errors import CheckpointError, ConfigError
@@ -135,6 +137,35 @@ def test_bad_text_file_messages(tmp_path):
     dm = TextFileDataModule(path=str(windows), block_size=8)
     dm.setup()
     assert "\ufeff" not in dm.tokenizer.decode(list(range(dm.tokenizer.vocab_size))), "a BOM is no character"
+
+
+def test_text_in_utf16_utf32_or_gzip_under_any_name_reads_as_text(tmp_path):
+    text = "Wie schön, 東京 😀\nzweite Zeile\n"
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):  # Notepad's "Unicode" is utf-16 with its mark
+        data = ("\ufeff" if encoding.endswith("be") else "") + text
+        (tmp_path / f"{encoding}.txt").write_bytes(data.replace("\n", "\r\n").encode(encoding))
+        assert read_text(tmp_path / f"{encoding}.txt") == text, encoding
+    (tmp_path / "download").write_bytes(gzip.compress(text.encode()))  # gzipped, though not named .gz
+    assert read_text(tmp_path / "download") == text
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        (
+            "book.pdf",
+            b"%PDF-1.7\n%\xe2\xe3\n",
+            r"is a PDF document, not plain text: .*`pdftotext book.pdf book.txt`",
+        ),
+        ("book.docx", b"PK\x03\x04\x14\x00", r"is a ZIP archive .*`pandoc book.docx -t plain -o book.txt`"),
+        ("book.txt", bytes(range(256)) * 4, "is a binary file, not text"),
+        ("book.txt.gz", gzip.compress(os.urandom(4000))[:2000], "is a damaged gzip file"),
+    ],
+)
+def test_documents_and_binary_files_are_refused_with_the_fix(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=message):
+        TextFileDataModule(path=str(tmp_path / name)).setup()
 
 
 def test_a_folder_of_chapters_is_one_text_in_path_order(tmp_path):

@@ -7,6 +7,7 @@ offsets (as nanoGPT samples them); validation and test use consecutive non-overl
 corpus (:class:`ParallelDataModule`): one ``source <sep> target <eos>`` example per pair.
 """
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -438,7 +439,7 @@ class TextFileDataModule(TextDataModule):
         return files
 
     def load_text(self) -> str:
-        texts = [read_utf8(f) for f in self.files()]
+        texts = [read_text(f) for f in self.files()]
         text = texts[0] if len(texts) == 1 else "\n\n".join(t.strip("\n") for t in texts)
         if not text.strip():
             raise DataError(f"data.path={self.path} holds no text: give a UTF-8 text file to train on.")
@@ -456,14 +457,46 @@ class TextDocsDataModule(TextDataModule):
         return "\n\n".join(topics[key].strip() for key in sorted(topics))
 
 
-def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 file (gzipped if it ends in .gz; a byte-order mark, as Windows editors write, is
-    dropped), or one error naming the file and the fix."""
-    opener = gzip.open if path.suffix == ".gz" else open
+BYTE_ORDER_MARKS = (  # UTF-32's little-endian mark begins with UTF-16's: checked first
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+GZIP_MAGIC = b"\x1f\x8b"
+DOCUMENTS = {  # leading bytes: (what the file is, the command that extracts its text)
+    b"%PDF": ("a PDF document", "pdftotext {name} {stem}.txt"),
+    b"PK\x03\x04": (
+        "a ZIP archive (as EPUB, DOCX and ODT documents are)",
+        "pandoc {name} -t plain -o {stem}.txt",
+    ),
+}
+
+
+def read_text(path: Path) -> str:
+    """The text of ``path``: UTF-8 (a byte-order mark, as Windows editors write, dropped), or UTF-16/32 with
+    their byte-order mark (Windows Notepad's "Unicode"); gzipped files (by content, whatever the name) are
+    decompressed, and every line ending reads as ``\\n``. A document (PDF, EPUB, DOCX), another binary file or
+    text in an 8-bit encoding gets one error naming the file and the fix."""
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == GZIP_MAGIC else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig") as f:
+        with opener(path, "rb") as f:
+            head = f.read(1024)
+        for magic, (kind, command) in DOCUMENTS.items():
+            if head.startswith(magic):
+                fix = command.format(name=path.name, stem=path.stem)
+                raise DataError(
+                    f"{path} is {kind}, not plain text: extract its text first, e.g. `{fix}`, and give that file."
+                )
+        encoding = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), "utf-8-sig")
+        with opener(path, "rt", encoding=encoding) as f:
             return f.read()
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise DataError(f"{path} is a damaged gzip file ({err}): download or compress it again.") from None
     except UnicodeDecodeError as err:
+        if b"\0" in head:
+            raise DataError(f"{path} is a binary file, not text: give a UTF-8 text file.") from None
         raise DataError(
             f"{path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
@@ -472,7 +505,7 @@ def read_utf8(path: Path) -> str:
 
 def _read_lines(path: Path) -> list[str]:
     """Lines split on newlines only (not on other Unicode breaks, which would misalign a corpus)."""
-    lines = read_utf8(path).split("\n")
+    lines = read_text(path).split("\n")
     return lines[:-1] if lines[-1] == "" else lines
 
 
