@@ -389,6 +389,28 @@ def test_parallel_corpus_reads_the_multi30k_test_split(multi30k):
         missing.test_dataloader()
 
 
+def test_a_corpus_in_other_languages_or_split_names_gets_the_option_to_set(tmp_path):
+    """A user's corpus (fairseq-style dev split, French-English): the error names what the folder holds."""
+    from genlab.data.text import ParallelDataModule
+
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.fr").write_text("le chat\nun chien\n")
+        (tmp_path / f"{split}.en").write_text("the cat\na dog\n")
+    (tmp_path / "notes.txt").write_text("not a language")
+    with pytest.raises(FileNotFoundError, match=r"its files are in en, fr: set data.source and data.target"):
+        ParallelDataModule(root=str(tmp_path)).setup()
+    french = {"root": str(tmp_path), "source": "fr", "target": "en", "vocab_size": 300}
+    with pytest.raises(
+        FileNotFoundError, match=r"No val split .* the splits dev, test, train: set data.val_split"
+    ):
+        ParallelDataModule(**french).setup()
+    with pytest.raises(ConfigError, match=r"splits dev, test, train: set data.test_split to one of them"):
+        ParallelDataModule(**french, val_split="dev", test_split="test_2016_flickr").test_dataloader()
+    dm = ParallelDataModule(**french, val_split="dev", test_split="test")
+    dm.setup()
+    assert len(dm.dataset("val")) == len(dm.dataset("test")) == 2
+
+
 def test_trimmed_batches_keep_the_loss_and_length_grouping_cuts_padding(multi30k):
     from genlab.data.text import ParallelDataModule, trim_padding
 

@@ -11,6 +11,7 @@ import codecs
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -520,6 +521,10 @@ def trim_padding(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Te
     return [x[:, :length], y[:, :length]]
 
 
+# a file suffix that names a language (ISO 639-1/-3, with a region: de, en, pt_br), not a file format
+LANGUAGE_CODE = re.compile(r"(?!(?:txt|tsv|csv|pdf|md|rst|xml|json|zip|doc)$)[a-z]{2,3}([_-][a-z]{2})?")
+
+
 class ParallelDataModule(TokenizedDataModule):
     """A parallel corpus for conditional generation with a decoder-only model.
 
@@ -608,10 +613,29 @@ class ParallelDataModule(TokenizedDataModule):
             if bad := [number for number, row in rows.items() if len(row) != 2]:
                 raise DataError(f"{files}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
             return [(a, b) for a, b in rows.values()]
+        role = next((role for role, stem in self.splits.items() if stem == split), "train")
         raise DatasetNotFoundError(
             f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
-            f"(Multi30k layout) or {split}.tsv; set data.root."
+            f"(Multi30k layout) or {split}.tsv; {self._stems_hint(role)}."
         )
+
+    def _stems_hint(self, role: str) -> str:
+        """The fix for a missing split: the splits ``data.root`` holds (for the languages asked) and the
+        option that chooses one, or data.root when it holds none."""
+        names = (
+            [p.name.removesuffix(".gz").split(".") for p in self.root.glob("*.*")]
+            if self.root.is_dir()
+            else []
+        )
+        stems = [stem for stem in sorted({name[0] for name in names}) if self._files(stem) is not None]
+        languages = sorted(
+            {name[-1] for name in names if len(name) == 2 and LANGUAGE_CODE.fullmatch(name[-1])}
+        )
+        if not stems and languages:
+            return f"its files are in {', '.join(languages)}: set data.source and data.target to two of them"
+        if not stems:
+            return "set data.root to the corpus folder"
+        return f"it holds the splits {', '.join(stems)}: set data.{role}_split to one of them"
 
     @property
     def eos_id(self) -> int:
@@ -678,7 +702,7 @@ class ParallelDataModule(TokenizedDataModule):
         stem = self.splits["test"]
         return (
             f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
-            f"or {stem}.tsv in {self.root}; set data.test_split to its file stem, or evaluate split=val"
+            f"or {stem}.tsv in {self.root}; {self._stems_hint('test')}, or evaluate split=val"
         )
 
     def dataset(self, split: str) -> TensorDataset:
