@@ -5,6 +5,7 @@ import hashlib
 import math
 import re
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -169,6 +170,29 @@ def test_celeba_torchvision_layout_uses_official_partition(tmp_path):
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (6, 3, 1)
     assert [f.name for f in dm.test_set.files] == ["000010.jpg"]
+
+
+def test_celeba_kaggle_layout_uses_its_csv_partition(tmp_path):
+    """Kaggle's copy: img_align_celeba/img_align_celeba/*.jpg and list_eval_partition.csv (with a header)."""
+    write_celeba(tmp_path / "img_align_celeba" / "img_align_celeba", n=10)
+    split = ["0"] * 5 + ["1"] * 3 + ["2"] * 2
+    (tmp_path / "list_eval_partition.csv").write_text(
+        "image_id,partition\n" + "".join(f"{i:06d}.jpg,{s}\n" for i, s in enumerate(split, 1))
+    )
+    dm = CelebADataModule(root=str(tmp_path), resolution=32, batch_size=2, num_workers=0)
+    assert dm.has_test_split
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (5, 3, 2)
+    assert [f.name for f in dm.test_set.files] == ["000009.jpg", "000010.jpg"]
+
+
+def test_celeba_still_zipped_names_the_unzip_command(tmp_path):
+    with zipfile.ZipFile(tmp_path / "img_align_celeba.zip", "w") as archive:
+        archive.writestr("img_align_celeba/000001.jpg", b"")
+    with pytest.raises(
+        FileNotFoundError, match=r"found only img_align_celeba.zip.*unzip it first: `unzip .*"
+    ):
+        CelebADataModule(root=str(tmp_path), resolution=32).setup()
 
 
 def test_image_folder_recursive_and_grey(tmp_path):

@@ -603,10 +603,19 @@ class CelebADataModule(ImageFolderDataModule):
         return [root / "celeba" / "img_align_celeba", root / "img_align_celeba"]
 
     def _partition(self) -> Path | None:
-        """``list_eval_partition.txt`` beside the image folder, if any."""
+        """The official split file beside the image folder, if any: ``list_eval_partition.txt`` (space
+        separated, as the CelebA site and torchvision have it) or ``.csv`` (Kaggle's copy, with a header)."""
         folders = [c for c in self._candidates() if c.is_dir()] if self.root else []
-        path = folders[0].parent / "list_eval_partition.txt" if folders else None
-        return path if path and path.is_file() else None
+        paths = (
+            [folders[0].parent / f"list_eval_partition.{ext}" for ext in ("txt", "csv")] if folders else []
+        )
+        return next((path for path in paths if path.is_file()), None)
+
+    @staticmethod
+    def read_partition(path: Path) -> dict[str, str]:
+        """Image name -> split code (0 train, 1 val, 2 test) of a partition file, .txt or .csv."""
+        rows = (line.replace(",", " ").split() for line in path.read_text().splitlines())
+        return {row[0]: row[1] for row in rows if len(row) == 2 and row[1] in ("0", "1", "2")}
 
     @property
     def has_test_split(self) -> bool:
@@ -621,16 +630,25 @@ class CelebADataModule(ImageFolderDataModule):
         candidates = self._candidates()
         folder = next((c for c in candidates if c.is_dir()), None)
         if folder is None:
+            archive = next(
+                (c.with_suffix(".zip") for c in candidates if c.with_suffix(".zip").is_file()), None
+            )
+            fix = (
+                f"unzip it first: `unzip {archive} -d {archive.parent}`"
+                if archive
+                else "set data.root to the folder that holds them"
+            )
             raise DatasetNotFoundError(
-                f"CelebA not found: looked for {candidates[0]} and {candidates[1]}. Expected the aligned "
-                "JPEGs (000001.jpg, ...) in img_align_celeba/, optionally with list_eval_partition.txt "
-                "beside it; set data.root to the folder that holds them."
+                f"CelebA not found: looked for {candidates[0]} and {candidates[1]}"
+                + (f", found only {archive.name}" if archive else "")
+                + ". Expected the aligned JPEGs (000001.jpg, ...) in img_align_celeba/, optionally with "
+                f"list_eval_partition.txt (or .csv) beside it; {fix}."
             )
         files = self.list_images(folder, "CelebA's img_align_celeba/ holds 000001.jpg, 000002.jpg, ...")
         partition = self._partition()
         if partition is None:
             return self._carve(self.image_files(files))
-        split_of = dict(line.split() for line in partition.read_text().splitlines() if line.strip())
+        split_of = self.read_partition(partition)
         splits = [[f for f in files if split_of.get(os.path.basename(f)) == code] for code in "012"]
         if not all(splits):
             raise DatasetNotFoundError(
