@@ -1,6 +1,7 @@
 """Image datamodules on real data (../shared MNIST) and on small folders written in each layout;
 train, val and test splits are disjoint, and test metrics come from the test split."""
 
+import gzip
 import hashlib
 import math
 import re
@@ -142,6 +143,26 @@ def test_fashion_mnist_layout_and_rgb_conversion(tmp_path):
     assert batch.shape == (4, 3, 32, 32)
     assert torch.equal(batch[:, 0], batch[:, 1]), "grey images expand to identical RGB channels"
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 6)
+
+
+def test_mnist_files_found_wherever_data_root_points(tmp_path):
+    """data.root at MNIST/, at its raw/, or at any folder of the four files, gzipped or not, named as
+    torchvision or as Kaggle's copy (train-images.idx3-ubyte) names them; never another dataset's folder."""
+    write_fashion_mnist(tmp_path / "tv")
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"
+    kaggle = tmp_path / "kaggle"
+    kaggle.mkdir()
+    for f in raw.iterdir():
+        (kaggle / f.name.removesuffix(".gz").replace("-idx", ".idx")).write_bytes(
+            gzip.decompress(f.read_bytes())
+        )
+    expected = first_batch(FashionMNISTDataModule(root=str(tmp_path / "tv"), resolution=28, batch_size=4))
+    for root in (raw.parent, raw, kaggle):
+        dm = FashionMNISTDataModule(root=str(root), resolution=28, batch_size=4)
+        assert torch.equal(first_batch(dm), expected), root
+        assert len(dm.test_set) == 6
+    with pytest.raises(FileNotFoundError, match="MNIST not found"):
+        MNISTDataModule(root=str(raw.parent)).setup()
 
 
 def test_cifar10_layout(tmp_path):

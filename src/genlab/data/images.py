@@ -367,10 +367,21 @@ class MNISTDataModule(ImageDataModule):
     official_test = True
     classes = [str(digit) for digit in range(10)]
 
-    def load_splits(self):
-        raw = (
-            self._require_root(f"<root>/{self.folder}/raw/train-images-idx3-ubyte[.gz]") / self.folder / "raw"
+    def raw_folder(self) -> Path:
+        """The folder of the idx files: torchvision's ``<root>/<folder>/raw/``, or ``data.root`` naming
+        ``<folder>/``, its ``raw/``, or any folder holding the four files (never another dataset's folder)."""
+        root = self._require_root(f"<root>/{self.folder}/raw/train-images-idx3-ubyte[.gz]")
+        others = {cls.folder for cls in (MNISTDataModule, *MNISTDataModule.__subclasses__())} - {self.folder}
+        candidates = [root / self.folder / "raw", root / "raw", root]
+        found = (
+            c
+            for c in candidates
+            if _idx_file(c, "train-images-idx3-ubyte") and not others & set(c.resolve().parts)
         )
+        return next(found, candidates[0])
+
+    def load_splits(self):
+        raw = self.raw_folder()
         if not _idx_file(raw, "train-images-idx3-ubyte") and self.download:
             import torchvision
 
@@ -419,9 +430,11 @@ class FashionMNISTDataModule(MNISTDataModule):
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
+    """``folder/stem``, gzipped or not, or as Kaggle's copies name it (``train-images.idx3-ubyte``)."""
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
