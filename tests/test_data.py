@@ -169,6 +169,14 @@ def test_cifar10_layout(tmp_path):
     write_cifar10(tmp_path)
     dm = CIFAR10DataModule(root=str(tmp_path), resolution=32, channels=3, batch_size=4)
     check_images(first_batch(dm), 3, 32)
+    inside = CIFAR10DataModule(root=str(tmp_path / "cifar-10-batches-py"), resolution=32, batch_size=4)
+    assert torch.equal(first_batch(inside), first_batch(dm)), "data.root may name the batches' folder"
+    (tmp_path / "packed").mkdir()
+    (tmp_path / "packed" / "cifar-10-python.tar.gz").write_bytes(b"")
+    with pytest.raises(
+        FileNotFoundError, match=r"cifar-10-python.tar.gz is there: extract it first: `tar xzf"
+    ):
+        CIFAR10DataModule(root=str(tmp_path / "packed")).setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 4)
 
 

@@ -357,7 +357,7 @@ def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNISTDataModule(ImageDataModule):
-    """MNIST from torchvision's layout ``<root>/MNIST/raw/*-ubyte[.gz]``.
+    """MNIST from torchvision's layout ``<root>/MNIST/raw/*-ubyte[.gz]`` (or wherever :meth:`raw_folder` finds it).
 
     val: ``val_fraction`` of the 60k training images (seeded); test: the official 10k (t10k) images.
     """
@@ -459,7 +459,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 class CIFAR10DataModule(ImageDataModule):
-    """CIFAR-10 from torchvision's layout ``<root>/cifar-10-batches-py/``.
+    """CIFAR-10 from torchvision's layout ``<root>/cifar-10-batches-py/`` (``data.root`` may name that folder).
 
     val: ``val_fraction`` of data_batch_1..5 (seeded); test: the official test_batch.
     """
@@ -468,8 +468,10 @@ class CIFAR10DataModule(ImageDataModule):
     official_test = True
 
     def load_splits(self):
-        folder = self._require_root("<root>/cifar-10-batches-py/data_batch_1..5, test_batch")
-        folder = folder / "cifar-10-batches-py"
+        root = self._require_root("<root>/cifar-10-batches-py/data_batch_1..5, test_batch")
+        folder = (
+            root if (root / "test_batch").is_file() else root / "cifar-10-batches-py"
+        )  # root: it or above
         if not folder.is_dir() and self.download:
             import torchvision
 
@@ -478,6 +480,12 @@ class CIFAR10DataModule(ImageDataModule):
         splits = []
         for files in names:
             missing = [f for f in files if not (folder / f).is_file()]
+            archive = root / "cifar-10-python.tar.gz"
+            if missing and archive.is_file():
+                raise DatasetNotFoundError(
+                    f"CIFAR-10 not found: {folder} lacks {missing}, but {archive.name} is there: extract it "
+                    f"first: `tar xzf {archive} -C {root}`."
+                )
             if missing:
                 raise DatasetNotFoundError(
                     f"CIFAR-10 not found: {folder} lacks {missing}. Expected torchvision's layout "
