@@ -1,13 +1,14 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=outputs/<run>/checkpoints/last.ckpt``."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_eval_config
-from genlab.cli import report_user_errors, run_and_exit
+from genlab.cli import checkpoint_overrides, report_user_errors, run_and_exit
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -22,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = checkpoint_overrides(sys.argv[1:])  # `model.beam_size=4`: +overrides.model.beam_size=4
     run_and_exit(main)

@@ -151,6 +151,16 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
     sample = ["num_samples=2", "max_new_tokens=5", f"ckpt_path={run}"]
     run_script("sample.py", [*sample, 'prompt="東京"', f"hydra.run.dir={tmp_path / 's1'}"], tmp_path)
     assert (tmp_path / "s1" / "samples.txt").read_text().startswith("東京")
+    run_script("sample.py", [*sample, r'prompt="sea\nwas"', f"hydra.run.dir={tmp_path / 's3'}"], tmp_path)
+    assert (tmp_path / "s3" / "samples.txt").read_text().startswith("sea\nwas"), "\\n as typed: a newline"
+    if tokenizer == "char":  # the run's own tokenizer measures another text, typed as data.path=
+        other = tmp_path / "other.txt"
+        other.write_text(book.read_text()[::-1].replace("\n", " ", 100))
+        run_script(
+            "eval.py", [f"ckpt_path={run}", f"data.path={other}", f"hydra.run.dir={tmp_path / 'e'}"], tmp_path
+        )
+        measured = json.loads((tmp_path / "e" / "metrics.json").read_text())["val/loss"]
+        assert measured != json.loads((run / "metrics.json").read_text())["val/loss"]
     unseen = run_script(
         "sample.py", [*sample, 'prompt="Жили"', f"hydra.run.dir={tmp_path / 's2'}"], tmp_path, check=False
     )

@@ -69,6 +69,25 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+CHECKPOINT_SECTIONS = ("model", "data")  # of a run's stored config, changed by eval.py's `overrides`
+
+
+def checkpoint_overrides(args: list[str]) -> list[str]:
+    """eval.py's arguments, with ``model.<key>=...`` and ``data.<key>=...`` read as changes to the evaluated
+    checkpoint's stored config (``+overrides.model.<key>=...``), as a user types them: eval.py's own config
+    has no model, and its data group only names the reference of samples from anywhere (``samples=``,
+    ``export_reference=``, chosen with ``data=``), which these arguments then keep addressing."""
+    keys = [arg.split("=", 1)[0] for arg in args]
+    if "ckpt_path" not in keys or {"data", "samples", "export_reference"} & set(keys):
+        return args
+    return [
+        f"+overrides.{arg}"
+        if "=" in arg and key.split(".", 1)[0] in CHECKPOINT_SECTIONS and "." in key
+        else arg
+        for arg, key in zip(args, keys)
+    ]
+
+
 def run_and_exit(main: Callable[[], Any]) -> NoReturn:
     """Runs an entry point, then ends the process as the interpreter would, less its final teardown.
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -331,12 +332,21 @@ def sample_images(
     return len(pixels)
 
 
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t`` and ``\\\\`` as typed on a command line (``prompt="ROMEO:\\nJULIET:"``, which Hydra
+    passes on as written) read as a newline, a tab and one backslash; any other character stays as it is."""
+    return re.sub(r"\\([nt\\])", lambda m: ESCAPES[m.group(1)], text)
+
+
 def sample_text(
     cfg: DictConfig, model: TextGenerator, tokenizer, generator: torch.Generator, out: Path
 ) -> int:
     """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt; with
     ``beam_size=k`` the one best continuation of beam search (deterministic, no sampling options)."""
-    prompt = torch.tensor([tokenizer.encode(cfg.prompt)], device=model.device)
+    prompt = torch.tensor([tokenizer.encode(unescape(cfg.prompt))], device=model.device)
     if cfg.get("beam_size"):
         length_penalty = cfg.get("length_penalty")
         if length_penalty is None:  # the checkpoint's model.length_penalty
