@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_eval_config
-from genlab.cli import checkpoint_overrides, report_user_errors, run_and_exit
+from genlab.cli import checkpoint_overrides, report_user_errors, run_and_exit, trainer_overrides
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -23,5 +23,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = checkpoint_overrides(sys.argv[1:])  # `model.beam_size=4`: +overrides.model.beam_size=4
+    sys.argv[1:] = trainer_overrides(
+        checkpoint_overrides(sys.argv[1:])
+    )  # model.beam_size=4, trainer.max_time=...
     run_and_exit(main)

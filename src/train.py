@@ -1,13 +1,14 @@
 """Train a model: ``python src/train.py model=gan data=mnist trainer=ddp_cpu logger=wandb``."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_train_config
-from genlab.cli import report_user_errors, run_and_exit
+from genlab.cli import report_user_errors, run_and_exit, trainer_overrides
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -23,4 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = trainer_overrides(sys.argv[1:])  # any Trainer argument as typed: trainer.max_time=...
     run_and_exit(main)

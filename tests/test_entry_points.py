@@ -192,3 +192,22 @@ def test_entry_points_exit_as_python_does_without_its_teardown(ending, code, tmp
     assert proc.returncode == code and proc.stdout == "buffered"
     assert proc.stderr.strip() == ("" if code == 0 else ending)
     assert (tmp_path / "atexit").read_text() == "True", "atexit ran after the thread was joined"
+
+
+def test_every_trainer_argument_can_be_typed_without_a_plus(tmp_path):
+    """`trainer.max_time=...` as typed, though conf/trainer/ does not list it; a typo is still refused."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from genlab.cli import TRAINER_ARGUMENTS
+
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    assert accepted == TRAINER_ARGUMENTS, "genlab.cli.TRAINER_ARGUMENTS follows the installed Lightning"
+    run = tmp_path / "run"
+    args = [*QUICK, "trainer.max_epochs=1000", "trainer.max_time=00:00:00:03"]
+    proc = run_script("train.py", [*args, f"hydra.run.dir={run}"], tmp_path)
+    assert "Time limit reached" in proc.stdout + proc.stderr
+    assert "trainer.max_time=00:00:00:03" in (run / ".hydra" / "overrides.yaml").read_text()
+    typo = run_script("train.py", [*QUICK, "trainer.max_tim=3"], tmp_path, check=False)
+    assert typo.returncode != 0 and "Key 'max_tim' is not in struct" in typo.stderr

@@ -23,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from genlab.cli import trainer_overrides
 from genlab.data.shards import write_shards
 from genlab.families import FAMILIES as REGISTRY
 from tests.conftest import (
@@ -183,11 +184,12 @@ def image_files(folder: Path, weights: Path) -> dict[str, Path]:
 
 
 def composed(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with a command's overrides, sweep lists and Hydra's own keys left out."""
+    """conf/train.yaml with a command's overrides (read as src/train.py reads them), sweep lists and Hydra's
+    own keys left out."""
     plain = [o for o in overrides if not o.startswith(("-", "hydra")) and not re.search(r"=[^\[]*,", o)]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=plain)
+        return compose("train", overrides=trainer_overrides(plain, CONF / "trainer" / "default.yaml"))
 
 
 def point_at_run(arg: str, places: dict) -> str:

@@ -69,6 +69,34 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# Lightning's Trainer arguments (2.x; tests/test_entry_points.py checks them against the installed Trainer) that a command
+# may set as `trainer.<name>=...` whether or not conf/trainer/ lists them; `logger` and `callbacks` are genlab's groups.
+TRAINER_ARGUMENTS = frozenset((
+    "accelerator", "strategy", "devices", "num_nodes", "precision", "fast_dev_run", "max_epochs", "min_epochs",
+    "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+    "limit_predict_batches", "overfit_batches", "val_check_interval", "check_val_every_n_epoch",
+    "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing", "enable_progress_bar",
+    "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+    "deterministic", "benchmark", "inference_mode", "use_distributed_sampler", "profiler", "detect_anomaly",
+    "barebones", "plugins", "sync_batchnorm", "reload_dataloaders_every_n_epochs", "default_root_dir",
+    "enable_autolog_hparams", "model_registry",
+))  # fmt: skip
+
+
+def trainer_overrides(args: list[str], listed: Path | None = None) -> list[str]:
+    """The arguments, with ``trainer.<argument>=...`` of a Trainer argument that the trainer config ``listed``
+    (default: ``conf/trainer/default.yaml``, which every trainer config extends) does not hold, such as
+    ``trainer.max_time=00:01:00:00``, as ``++trainer.<argument>=...``: set, where Hydra would refuse a key its
+    config lacks. The listed ones stay as typed; unknown keys (typos) are still refused."""
+    listed = listed or Path(os.environ["GENLAB_ROOT"]) / "conf" / "trainer" / "default.yaml"
+    unlisted = TRAINER_ARGUMENTS - set(OmegaConf.load(listed))
+    keys = [arg.split("=", 1)[0] if "=" in arg else "" for arg in args]
+    return [
+        f"++{arg}" if key.removeprefix("trainer.") in unlisted and key.startswith("trainer.") else arg
+        for arg, key in zip(args, keys)
+    ]
+
+
 CHECKPOINT_SECTIONS = ("model", "data")  # of a run's stored config, changed by eval.py's `overrides`
 
 

@@ -293,8 +293,9 @@ class ImageDataModule(GenlabDataModule):
         n_test = max(1, int(n * self.test_fraction)) if self.test_fraction > 0 else 0
         if n_val + n_test >= n:
             raise ConfigError(
-                f"data={self.name} has {n} images: too few for val_fraction={self.val_fraction} and "
-                f"test_fraction={self.test_fraction} to leave training images"
+                f"data={self.name} has {n} image{'s' if n != 1 else ''}: too few for val_fraction={self.val_fraction} "
+                f"and test_fraction={self.test_fraction} to leave training images (each split takes at least one); "
+                f"add images, at least {n_val + n_test + 1}"
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
         val, held, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
