@@ -372,3 +372,11 @@ def test_large_jpegs_decode_at_reduced_scale_to_nearly_the_same_pixels(tmp_path)
     reduced, full = (ImageFiles([tmp_path / "photo.jpg"], 3, 32, crop=crop) for crop in (None, 1200))
     assert not torch.equal(reduced[0], full[0]), "another decode"
     assert (reduced[0] - full[0]).abs().max() < 2 / 127.5
+
+
+def test_a_folder_too_small_to_split_says_how_many_images_it_needs(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "only.png")
+    with pytest.raises(ConfigError, match=r"has 1 image: too few .* add images, at least 2$"):
+        ImageFolderDataModule(root=str(tmp_path), resolution=8).setup()
+    with pytest.raises(ConfigError, match=r"at least 3$"):
+        ImageFolderDataModule(root=str(tmp_path), resolution=8, test_fraction=0.1).setup()
