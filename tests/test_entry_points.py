@@ -1,5 +1,6 @@
 """Every entry-point shortcut works for every family or says in one line that it does not apply."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -211,3 +212,21 @@ def test_every_trainer_argument_can_be_typed_without_a_plus(tmp_path):
     assert "trainer.max_time=00:00:00:03" in (run / ".hydra" / "overrides.yaml").read_text()
     typo = run_script("train.py", [*QUICK, "trainer.max_tim=3"], tmp_path, check=False)
     assert typo.returncode != 0 and "Key 'max_tim' is not in struct" in typo.stderr
+
+
+def test_a_validation_interval_longer_than_an_epoch_counts_across_epochs(tmp_path):
+    """trainer.val_check_interval=6 on epochs of 4 batches: Lightning would refuse to start; it validates at
+    batches 6 and 12 of 3 epochs instead."""
+    run = tmp_path / "run"
+    args = [
+        *QUICK,
+        "trainer.max_epochs=3",
+        "trainer.val_check_interval=6",
+        "logger=csv",
+        f"hydra.run.dir={run}",
+    ]
+    proc = run_script("train.py", args, tmp_path)
+    assert "validating every 6 batches across epochs" in proc.stdout + proc.stderr
+    rows = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
+    validated = sorted({int(r["step"]) for r in rows if r.get("val/d_x")})
+    assert validated == [5, 11], "after batches 6 and 12 (the loggers' step counts batches from 0)"

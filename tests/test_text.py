@@ -411,6 +411,33 @@ def test_a_corpus_in_other_languages_or_split_names_gets_the_option_to_set(tmp_p
     assert len(dm.dataset("val")) == len(dm.dataset("test")) == 2
 
 
+def test_one_file_of_pairs_is_carved_into_seeded_splits(tmp_path):
+    """data.root=<pairs.tsv>: one source<TAB>target file (as Tatoeba's, trimmed to two columns) is split by the
+    fractions, the same way for the same seed; the three-column export gets the command that trims it."""
+    from genlab.data.text import ParallelDataModule
+
+    pairs = [(f"source {i}", f"target {i}") for i in range(100)]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    one = {"root": str(tmp_path / "pairs.tsv"), "vocab_size": 300, "block_size": 16}
+    dm = ParallelDataModule(**one, val_fraction=0.1, test_fraction=0.05)
+    dm.setup()
+    sizes = [len(dm.dataset(split)) for split in ("train", "val", "test")]
+    assert sizes == [85, 10, 5]
+    val = [reference for _, reference in dm.bleu_pairs(None, "val")]
+    test = [reference for _, reference in dm.bleu_pairs(None, "test")]
+    assert not set(val) & set(test) and set(val) <= {b for _, b in pairs}
+    again = ParallelDataModule(**one, val_fraction=0.1, test_fraction=0.05)
+    again.setup()
+    assert [r for _, r in again.bleu_pairs(None, "val")] == val, "the same seed carves the same split"
+    with pytest.raises(ConfigError, match="set data.test_fraction .* to carve one from"):
+        ParallelDataModule(**one).test_dataloader()
+    (tmp_path / "fra.txt").write_text(
+        "Go.\tVa !\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272\n" * 20
+    )
+    with pytest.raises(ValueError, match=r"hold 3 tab-separated fields.*`cut -f1,2 fra.txt > pairs.tsv`"):
+        ParallelDataModule(root=str(tmp_path / "fra.txt")).setup()
+
+
 def test_trimmed_batches_keep_the_loss_and_length_grouping_cuts_padding(multi30k):
     from genlab.data.text import ParallelDataModule, trim_padding
 

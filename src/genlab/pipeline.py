@@ -19,6 +19,7 @@ from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
 from genlab.callbacks.run_config import StoreConfig
+from genlab.callbacks.validation import ValidateAcrossEpochs
 from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
 from genlab.checks import (
     ConfigError,
@@ -80,6 +81,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     callbacks += [image_metrics] if image_metrics else []
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     callbacks += [StoreConfig(config), RankSeed(cfg.seed), RNGState(), Preemption(output_dir / "checkpoints")]
+    callbacks += [ValidateAcrossEpochs()]
     callbacks += [WandbRunId()]
     callbacks += extra_callbacks or []
     loggers = instantiate_group(cfg.get("logger"))

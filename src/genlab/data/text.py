@@ -504,6 +504,23 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """The source<TAB>target pairs of a TSV file (blank lines skipped), or one error naming the bad lines; for
+    lines of three or more fields (Tatoeba's exports add an attribution), the command that keeps two."""
+    lines = enumerate(_read_lines(path), start=1)
+    rows = {number: line.split("\t") for number, line in lines if line}
+    bad = [number for number, row in rows.items() if len(row) != 2]
+    if bad and all(len(rows[number]) > 2 for number in bad):
+        fields = len(rows[bad[0]])
+        raise DataError(
+            f"{path}: lines {bad[:5]} hold {fields} tab-separated fields, not source<TAB>target; keep the first "
+            f"two, e.g. `cut -f1,2 {path.name} > pairs.tsv`, and give that file."
+        )
+    if bad:
+        raise DataError(f"{path}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
+    return [(a, b) for a, b in rows.values()]
+
+
 def _read_lines(path: Path) -> list[str]:
     """Lines split on newlines only (not on other Unicode breaks, which would misalign a corpus)."""
     lines = read_text(path).split("\n")
@@ -529,7 +546,8 @@ class ParallelDataModule(TokenizedDataModule):
     """A parallel corpus for conditional generation with a decoder-only model.
 
     Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
-    (source<TAB>target). Each pair becomes ``source <sep> target <eos>``; the loss covers the
+    (source<TAB>target); or ``root`` one such TSV file of pairs, carved into train / val / test by
+    ``val_fraction`` and ``test_fraction`` in a seeded order. Each pair becomes ``source <sep> target <eos>``; the loss covers the
     target only. ``tokenizer=bpe``: a byte-level BPE trained on both sides of the training split, with
     ``<pad> <sep> <eos>`` of its own; a pretrained tokenizer (``model.init_from``) keeps its vocabulary:
     ``<sep>`` is its newline token and ``<pad>``/``<eos>`` its end-of-text token (GPT-2's ``<|endoftext|>``).
@@ -564,10 +582,13 @@ class ParallelDataModule(TokenizedDataModule):
         val_split: str = "val",
         test_split: str | None = "test",
         group_by_length: bool = False,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.0,
         seed: int = 0,
     ):
         super().__init__(block_size, batch_size, num_workers, save_dir, seed)
         self.group_by_length = group_by_length
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.root = Path(root).expanduser() if root else None
         self.source, self.target, self.vocab_size_requested = source, target, vocab_size
         self.tokenizer_kind = tokenizer  # bpe | a pretrained one (folder with tokenizer.json, or Hub name)
@@ -592,9 +613,35 @@ class ParallelDataModule(TokenizedDataModule):
         return tsv if tsv.is_file() else None
 
     @property
+    def one_file(self) -> bool:
+        """Whether ``data.root`` is one file of pairs (carved into splits) rather than a corpus folder."""
+        return self.root is not None and self.root.is_file()
+
+    @property
     def has_test_split(self) -> bool:
-        """Whether the ``test_split`` files exist."""
+        """Whether the ``test_split`` files exist (one file: whether ``test_fraction`` carves a test split)."""
+        if self.one_file:
+            return self.test_fraction > 0
         return self.splits["test"] is not None and self._files(self.splits["test"]) is not None
+
+    def carve(self) -> dict[str, list[tuple[str, str]]]:
+        """The pairs of the one file ``data.root`` as train / val (/ test) by the fractions, in a seeded order."""
+        pairs = read_pairs(self.root)
+        n = len(pairs)
+        n_val = max(1, int(n * self.val_fraction))
+        n_test = max(1, int(n * self.test_fraction)) if self.test_fraction > 0 else 0
+        if n_val + n_test >= n:
+            raise ConfigError(
+                f"{self.root} holds {n} pairs: too few for data.val_fraction={self.val_fraction} and "
+                f"data.test_fraction={self.test_fraction} to leave training pairs."
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        ranges = {
+            "val": order[:n_val],
+            "test": order[n_val : n_val + n_test],
+            "train": order[n_val + n_test :],
+        }
+        return {split: [pairs[i] for i in rows] for split, rows in ranges.items() if rows}
 
     def read_split(self, split: str) -> list[tuple[str, str]]:
         files = self._files(split)
@@ -608,11 +655,7 @@ class ParallelDataModule(TokenizedDataModule):
                 )
             return list(zip(sources, targets))
         if files is not None:
-            lines = enumerate(_read_lines(files), start=1)
-            rows = {number: line.split("\t") for number, line in lines if line}  # blank lines are skipped
-            if bad := [number for number, row in rows.items() if len(row) != 2]:
-                raise DataError(f"{files}: lines {bad[:5]} do not hold exactly one tab (source<TAB>target).")
-            return [(a, b) for a, b in rows.values()]
+            return read_pairs(files)
         role = next((role for role, stem in self.splits.items() if stem == split), "train")
         raise DatasetNotFoundError(
             f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
@@ -662,7 +705,10 @@ class ParallelDataModule(TokenizedDataModule):
 
     def _encode_splits(self) -> None:
         splits = ["train", "val"] + (["test"] if self.has_test_split else [])
-        pairs = {split: self.read_split(self.splits[split]) for split in splits}
+        if self.one_file:
+            pairs = self.carve()
+        else:
+            pairs = {split: self.read_split(self.splits[split]) for split in splits}
         if self.tokenizer is None and self.tokenizer_kind != "bpe":
             self.tokenizer = pretrained_tokenizer(self.tokenizer_kind)
         elif self.tokenizer is None:
@@ -699,6 +745,8 @@ class ParallelDataModule(TokenizedDataModule):
         return LengthGroupedShuffle(lengths, self.batch_size, self.seed)
 
     def _no_test_message(self) -> str:
+        if self.one_file:
+            return f"data={self.name} has no test split: set data.test_fraction (e.g. 0.05) to carve one from {self.root}, or evaluate split=val"
         stem = self.splits["test"]
         return (
             f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
