@@ -24,7 +24,7 @@ from torchvision import transforms
 from genlab.data.base import GenlabDataModule
 from genlab.data.file_index import IMAGE_EXTENSIONS, index_images
 from genlab.data.pixels import RGB, WHITE, background_colour, convert
-from genlab.data.sampling import eval_sampler, train_loader
+from genlab.data.sampling import carve, eval_sampler, train_loader
 from genlab.errors import ConfigError, DataError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -289,17 +289,9 @@ class ImageDataModule(GenlabDataModule):
         """(train, val, test) index subsets of ``dataset`` from one seeded permutation (test: None at
         ``test_fraction`` 0)."""
         n = len(dataset)
-        n_val = max(1, int(n * self.val_fraction))
-        n_test = max(1, int(n * self.test_fraction)) if self.test_fraction > 0 else 0
-        if n_val + n_test >= n:
-            raise ConfigError(
-                f"data={self.name} has {n} image{'s' if n != 1 else ''}: too few for val_fraction={self.val_fraction} "
-                f"and test_fraction={self.test_fraction} to leave training images (each split takes at least one); "
-                f"add images, at least {n_val + n_test + 1}"
-            )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        val, held, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
-        return Subset(dataset, train), Subset(dataset, val), Subset(dataset, held) if n_test else None
+        held = f"data={self.name} has {n} image{'s' if n != 1 else ''}"
+        train, val, test = carve(n, self.val_fraction, self.test_fraction, self.seed, held, "images")
+        return Subset(dataset, train), Subset(dataset, val), Subset(dataset, test) if test else None
 
     def _no_test_message(self) -> str:
         return (

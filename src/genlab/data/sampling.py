@@ -85,3 +85,20 @@ def train_loader(
         generator=torch.Generator().manual_seed(seed),  # worker seeds, also off the global RNG
         **kwargs,
     )
+
+
+def carve(
+    n: int, val_fraction: float, test_fraction: float, seed: int, held: str, noun: str
+) -> tuple[list[int], ...]:
+    """(train, val, test) indices of ``n`` examples from one seeded permutation: val and (at ``test_fraction`` > 0)
+    test take at least one each. Too few examples: one error, ``held`` saying what holds them (``data=image_folder
+    has 1 image``) and ``noun`` what to add."""
+    n_val = max(1, int(n * val_fraction))
+    n_test = max(1, int(n * test_fraction)) if test_fraction > 0 else 0
+    if n_val + n_test >= n:
+        raise ConfigError(
+            f"{held}: too few for data.val_fraction={val_fraction} and data.test_fraction={test_fraction} to leave "
+            f"training {noun} (each split takes at least one); add {noun}, at least {n_val + n_test + 1}"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]

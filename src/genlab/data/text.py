@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from genlab.data.base import GenlabDataModule
-from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle, eval_sampler, train_loader
+from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle, carve, eval_sampler, train_loader
 from genlab.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -624,23 +624,12 @@ class ParallelDataModule(TokenizedDataModule):
             return self.test_fraction > 0
         return self.splits["test"] is not None and self._files(self.splits["test"]) is not None
 
-    def carve(self) -> dict[str, list[tuple[str, str]]]:
+    def carve_file(self) -> dict[str, list[tuple[str, str]]]:
         """The pairs of the one file ``data.root`` as train / val (/ test) by the fractions, in a seeded order."""
         pairs = read_pairs(self.root)
-        n = len(pairs)
-        n_val = max(1, int(n * self.val_fraction))
-        n_test = max(1, int(n * self.test_fraction)) if self.test_fraction > 0 else 0
-        if n_val + n_test >= n:
-            raise ConfigError(
-                f"{self.root} holds {n} pairs: too few for data.val_fraction={self.val_fraction} and "
-                f"data.test_fraction={self.test_fraction} to leave training pairs."
-            )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        ranges = {
-            "val": order[:n_val],
-            "test": order[n_val : n_val + n_test],
-            "train": order[n_val + n_test :],
-        }
+        held = f"{self.root} holds {len(pairs)} pair{'s' if len(pairs) != 1 else ''}"
+        splits = carve(len(pairs), self.val_fraction, self.test_fraction, self.seed, held, "pairs")
+        ranges = dict(zip(("train", "val", "test"), splits))
         return {split: [pairs[i] for i in rows] for split, rows in ranges.items() if rows}
 
     def read_split(self, split: str) -> list[tuple[str, str]]:
@@ -706,7 +695,7 @@ class ParallelDataModule(TokenizedDataModule):
     def _encode_splits(self) -> None:
         splits = ["train", "val"] + (["test"] if self.has_test_split else [])
         if self.one_file:
-            pairs = self.carve()
+            pairs = self.carve_file()
         else:
             pairs = {split: self.read_split(self.splits[split]) for split in splits}
         if self.tokenizer is None and self.tokenizer_kind != "bpe":
