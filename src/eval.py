@@ -23,7 +23,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = trainer_overrides(
-        checkpoint_overrides(sys.argv[1:])
-    )  # model.beam_size=4, trainer.max_time=...
+    args = checkpoint_overrides(sys.argv[1:])  # model.beam_size=4: +overrides.model.beam_size=4
+    sys.argv[1:] = trainer_overrides(args)  # any Trainer argument as typed: trainer.max_time=...
     run_and_exit(main)

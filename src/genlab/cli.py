@@ -69,8 +69,9 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# Lightning's Trainer arguments (2.x; tests/test_entry_points.py checks them against the installed Trainer) that a command
-# may set as `trainer.<name>=...` whether or not conf/trainer/ lists them; `logger` and `callbacks` are genlab's groups.
+# Lightning's Trainer arguments (2.x; tests/test_entry_points.py checks them against the installed Trainer) that
+# a command may set as `trainer.<name>=...` whether or not conf/trainer/ lists them (`logger` and `callbacks`
+# are genlab's own groups).
 TRAINER_ARGUMENTS = frozenset((
     "accelerator", "strategy", "devices", "num_nodes", "precision", "fast_dev_run", "max_epochs", "min_epochs",
     "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches", "limit_test_batches",
