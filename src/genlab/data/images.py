@@ -462,9 +462,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     def load_splits(self):
         root = self._require_root("<root>/cifar-10-batches-py/data_batch_1..5, test_batch")
-        folder = (
-            root if (root / "test_batch").is_file() else root / "cifar-10-batches-py"
-        )  # root: it or above
+        # data.root names cifar-10-batches-py itself, or the folder above it
+        folder = root if (root / "test_batch").is_file() else root / "cifar-10-batches-py"
         if not folder.is_dir() and self.download:
             import torchvision
 
