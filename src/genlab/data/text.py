@@ -547,8 +547,8 @@ class ParallelDataModule(TokenizedDataModule):
 
     Layout: ``<root>/<split>.<lang>[.gz]`` line-aligned files (Multi30k) or ``<root>/<split>.tsv``
     (source<TAB>target); or ``root`` one such TSV file of pairs, carved into train / val / test by
-    ``val_fraction`` and ``test_fraction`` in a seeded order. Each pair becomes ``source <sep> target <eos>``; the loss covers the
-    target only. ``tokenizer=bpe``: a byte-level BPE trained on both sides of the training split, with
+    ``val_fraction`` and ``test_fraction`` in a seeded order. Each pair becomes ``source <sep> target <eos>``;
+    the loss covers the target only. ``tokenizer=bpe``: a byte-level BPE trained on both sides of the training split, with
     ``<pad> <sep> <eos>`` of its own; a pretrained tokenizer (``model.init_from``) keeps its vocabulary:
     ``<sep>`` is its newline token and ``<pad>``/``<eos>`` its end-of-text token (GPT-2's ``<|endoftext|>``).
     The test split (``test_split``, e.g. Multi30k's ``test_2016_flickr``) is read when its files exist.
@@ -652,8 +652,8 @@ class ParallelDataModule(TokenizedDataModule):
         )
 
     def _stems_hint(self, role: str) -> str:
-        """The fix for a missing split: the splits ``data.root`` holds (for the languages asked) and the
-        option that chooses one, or data.root when it holds none."""
+        """The fix for a missing split: the splits ``data.root`` holds (for the languages asked) and the option
+        that chooses one; else the languages its files are in, or data.root when it holds none."""
         names = (
             [p.name.removesuffix(".gz").split(".") for p in self.root.glob("*.*")]
             if self.root.is_dir()
@@ -735,7 +735,10 @@ class ParallelDataModule(TokenizedDataModule):
 
     def _no_test_message(self) -> str:
         if self.one_file:
-            return f"data={self.name} has no test split: set data.test_fraction (e.g. 0.05) to carve one from {self.root}, or evaluate split=val"
+            return (
+                f"data={self.name} has no test split: set data.test_fraction (e.g. 0.05) to carve one from "
+                f"{self.root}, or evaluate split=val"
+            )
         stem = self.splits["test"]
         return (
             f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
