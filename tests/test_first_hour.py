@@ -235,6 +235,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"samples={tmp / 'by_class'}", "data=digits"],
             "its subfolders a do, which are not searched",
         ),
+        "top_p": (
+            "sample.py",
+            [f"ckpt_path={gan_run}", "top_p=1.5"],
+            "top_p must be in (0, 1], e.g. top_p=0.9",
+        ),
         "ebook": (
             "train.py",
             ["model=gpt", "data=text_file", f"data.path={tmp / 'novel.epub'}"],
@@ -251,13 +256,15 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
-    "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook",
+    "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p",
 ]  # fmt: skip
 
 
 # Mistakes the config alone shows are reported before the heavy imports: in about a second instead of 5-10 s.
 NOT_IMPORTED = {
-    **dict.fromkeys(("batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu"), "torch"),
+    **dict.fromkeys(
+        ("batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu", "top_p"), "torch"
+    ),
     "gpu_absent": "pytorch_lightning",  # torch is asked how many GPUs it sees
 }
 

@@ -141,7 +141,24 @@ def check_sample_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}=16")
     if cfg.get("labels") is not None and not len(cfg.labels):
         raise ConfigError("labels=[] names no class: give some, e.g. labels=[3,7], or leave labels unset")
+    check_sampling_options(cfg)
     check_ckpt_exists(cfg)
+
+
+def check_sampling_options(cfg: DictConfig) -> None:
+    """Text sampling's ``temperature`` >= 0 (0: greedy), ``top_k`` >= 0 (0 or unset: no cut) and ``top_p`` in
+    (0, 1] (unset or 1: no cut); out of range they would invert or empty the distribution, silently."""
+    bounds = {
+        "temperature": (lambda v: v >= 0, "0 or more (0: greedy decoding), e.g. temperature=0.8"),
+        "top_k": (lambda v: v >= 0 and float(v).is_integer(), "a whole number, 0 or more, e.g. top_k=50"),
+        "top_p": (lambda v: 0 < v <= 1, "in (0, 1], e.g. top_p=0.9"),
+    }
+    for key, (valid, expected) in bounds.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+            raise ConfigError(f"{key} must be {expected}; got {value!r}")
 
 
 DATA_OPTIONS = {
