@@ -29,9 +29,16 @@ def check_train_config(cfg: DictConfig) -> None:
     """What ``train.py``'s config alone can get wrong: non-positive sizes and rates, image shapes, a
     checkpoint path that does not exist, a trainer this machine cannot run."""
     check_positive(cfg)
+    check_seed(cfg.get("seed"))
     check_image_shape(cfg)
     check_ckpt_exists(cfg)
     check_trainer(cfg.trainer, automatic_optimization=None)
+
+
+def check_seed(seed: object) -> None:
+    """``seed`` is a whole number (null: Lightning draws one)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed must be a whole number, got {seed!r}: e.g. seed=42")
 
 
 def check_eval_config(cfg: DictConfig) -> None:
@@ -105,6 +112,9 @@ def _positive_keys(key: str) -> bool:
     return key == "lr" or key.endswith("_lr") or key in ("batch_size", "block_size")
 
 
+POSITIVE_EXAMPLES = {"lr": "2e-4", "batch_size": "64", "block_size": "256"}  # learning rates: as `lr`
+
+
 def check_positive(cfg: DictConfig) -> None:
     """Learning rates and batch sizes anywhere in ``model`` and ``data`` must be > 0 (None = unset is fine)."""
     pending = [(group, cfg.get(group)) for group in ("model", "data")]
@@ -127,7 +137,8 @@ def check_positive(cfg: DictConfig) -> None:
             if value is not None and (
                 not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
             ):
-                raise ConfigError(f"{path}.{key} must be positive, got {value}: e.g. {path}.{key}=...")
+                example = POSITIVE_EXAMPLES.get(str(key), POSITIVE_EXAMPLES["lr"])
+                raise ConfigError(f"{path}.{key} must be positive, got {value}: e.g. {path}.{key}={example}")
 
 
 SAMPLE_COUNTS = ("num_samples", "batch_size", "nrow", "steps", "per_class", "max_new_tokens", "beam_size")

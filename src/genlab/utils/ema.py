@@ -18,7 +18,9 @@ class EMA(AveragedModel):
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 < decay < 1.0:
-            raise ConfigError(f"EMA decay must be in (0, 1), got {decay}")
+            raise ConfigError(
+                f"model.ema_decay must be in (0, 1), got {decay}: e.g. model.ema_decay=0.999 (null: no EMA)"
+            )
         self.decay = decay
         super().__init__(model, multi_avg_fn=self._lerp, use_buffers=False)
         self.requires_grad_(False)
