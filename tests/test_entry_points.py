@@ -41,8 +41,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in args}
 
 
-def evaluate(run: Path, args: list[str], out: Path, check: bool = True):
-    return run_script("eval.py", [f"ckpt_path={run}", *args, f"hydra.run.dir={out}"], out, check=check)
+def evaluate(run: Path, args: list[str], out: Path, check: bool = True, env: dict | None = None):
+    return run_script(
+        "eval.py", [f"ckpt_path={run}", *args, f"hydra.run.dir={out}"], out, check=check, env=env
+    )
 
 
 def test_num_samples_sets_fid_samples_of_image_runs_and_says_what_applies_to_text(
@@ -74,6 +76,25 @@ def test_num_samples_sets_fid_samples_of_image_runs_and_says_what_applies_to_tex
     ]
     evaluate(runs["image"], with_fid, tmp_path / "fid")
     assert json.loads((tmp_path / "fid" / "metrics.json").read_text())["val/fid"] > 0
+
+
+def test_eval_overrides_name_a_misspelt_option_and_fill_a_missing_metrics_section(
+    runs, fid_weights, tmp_path
+):
+    """eval.py's model.<key>=/data.<key>= (or +overrides.<...>) must name options of the run: a typo gets the
+    closest one in one line. Metric settings for a run trained without FID start from eval's image_metrics."""
+    typo = evaluate(runs["image"], ["model.ema_decy=0.9"], tmp_path / "typo", check=False)
+    assert_user_error(
+        typo, "model.ema_decy is not an option of the evaluated run's model; did you mean model.ema_decay?"
+    )
+    nested = evaluate(runs["text"], ["+overrides.model.net.n_layers=2"], tmp_path / "nested", check=False)
+    assert_user_error(
+        nested, "model.net.n_layers is not an option of the evaluated run's model.net; did you mean"
+    )
+    settings = ["+overrides.metrics.max_real=6", "+overrides.metrics.batch_size=6", "num_samples=6"]
+    evaluate(runs["image"], settings, tmp_path / "fid", env={"GENLAB_FID_WEIGHTS": str(fid_weights)})
+    measured = json.loads((tmp_path / "fid" / "metrics.json").read_text())
+    assert measured["val/fid"] > 0 and measured["val/fid_samples"] == 6
 
 
 def test_data_root_moves_folder_datasets_and_says_what_applies_to_others(runs, tmp_path):

@@ -5,6 +5,8 @@ entry points run the checks of the config alone (:func:`check_train_config`) bef
 a mistyped value is reported in about a second, not after the 5-10 s of importing torch and Lightning.
 """
 
+import difflib
+import inspect
 import os
 from pathlib import Path
 
@@ -221,3 +223,36 @@ def check_image_shape(cfg: DictConfig) -> None:
                     f"(data.{key}): images of the wrong size for the model. Set data.{key}={net[key]} "
                     f"or leave model.{net_name}.{key} at its default ${{data.{key}}}."
                 )
+
+
+def _target_options(node: DictConfig) -> tuple[set[str], bool]:
+    """The keyword arguments of a node's ``_target_`` and whether it takes any (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(get_class(node._target_)).parameters.values()
+    except Exception:  # not a class, or not importable here: nothing to compare with
+        return set(), True
+    names = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD}
+    return names, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def check_override_keys(run_cfg: DictConfig, overrides: DictConfig, path: str = "") -> None:
+    """Each key of ``eval.py``'s overrides (``model.iw_samples=100``) is an option of the evaluated run: a key of
+    its stored config or an argument of the node's ``_target_``; under a section the run left out (``metrics``
+    of a run without them) anything goes. A misspelt key is one line with the closest option, not an error from
+    inside instantiate."""
+    for key, value in overrides.items():
+        here = f"{path}{key}"
+        if not isinstance(run_cfg, DictConfig):
+            return
+        if key not in run_cfg:
+            names, open_ended = _target_options(run_cfg) if "_target_" in run_cfg else (set(), False)
+            if open_ended or key in names:
+                continue
+            options = sorted({str(k) for k in run_cfg if not str(k).startswith("_")} | names)
+            close = difflib.get_close_matches(str(key), options, n=1)
+            hint = f"did you mean {path}{close[0]}?" if close else f"its options: {', '.join(options)}"
+            raise ConfigError(
+                f"{here} is not an option of the evaluated run's {path.rstrip('.') or 'config'}; {hint}"
+            )
+        if isinstance(value, DictConfig):
+            check_override_keys(run_cfg._get_node(key), value, f"{here}.")

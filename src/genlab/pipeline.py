@@ -25,6 +25,7 @@ from genlab.checks import (
     ConfigError,
     check_eval_config,
     check_modality,
+    check_override_keys,
     check_sample_config,
     check_train_config,
     check_trainer,
@@ -190,17 +191,22 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             )
             raise ConfigError(f"data_root applies to datasets read from a folder; {data} needs {where}.")
         run_cfg.data.root = cfg.data_root
-    run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
+    overrides = cfg.get("overrides") or OmegaConf.create({})
+    check_override_keys(run_cfg, overrides)
     images = get_class(run_cfg.model._target_).modality == "image"
+    if cfg.get("num_samples") and not images:
+        raise ConfigError(
+            "num_samples sets the FID/KID sample count of image models; for a text model use "
+            "+overrides.model.bleu_samples=N (BLEU of N prompts) or +overrides.callbacks.text_samples.num_prompts=N."
+        )
+    asked = cfg.get("num_samples") or "_target_" not in (overrides.get("metrics") or {"_target_": None})
+    if (
+        images and asked and run_cfg.get("metrics") is None
+    ):  # trained without Inception weights or metrics=null
+        run_cfg.metrics = OmegaConf.to_container(cfg.metrics, resolve=True)  # eval's image_metrics group
+        log.info("The run computed no FID/KID; measuring them with eval.py's image_metrics group.")
+    run_cfg = OmegaConf.merge(run_cfg, overrides)
     if cfg.get("num_samples"):
-        if not images:
-            raise ConfigError(
-                "num_samples sets the FID/KID sample count of image models; for a text model use "
-                "+overrides.model.bleu_samples=N (BLEU of N prompts) or +overrides.callbacks.text_samples.num_prompts=N."
-            )
-        if run_cfg.get("metrics") is None:  # trained without Inception weights, or with metrics=null
-            run_cfg.metrics = OmegaConf.to_container(cfg.metrics, resolve=True)  # eval's image_metrics group
-            log.info("The run computed no FID/KID; measuring them with eval.py's image_metrics group.")
         run_cfg.metrics.num_samples = cfg.num_samples
     elif images and run_cfg.get("metrics") is None:
         log.warning(
