@@ -199,10 +199,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             "num_samples sets the FID/KID sample count of image models; for a text model use "
             "+overrides.model.bleu_samples=N (BLEU of N prompts) or +overrides.callbacks.text_samples.num_prompts=N."
         )
-    asked = cfg.get("num_samples") or "_target_" not in (overrides.get("metrics") or {"_target_": None})
-    if (
-        images and asked and run_cfg.get("metrics") is None
-    ):  # trained without Inception weights or metrics=null
+    # a run trained without FID (no Inception weights, or metrics=null) measures it with eval's image_metrics
+    # group when asked to: by num_samples, or by metric settings that do not replace the whole section
+    settings = overrides.get("metrics")
+    asked = cfg.get("num_samples") or (isinstance(settings, DictConfig) and "_target_" not in settings)
+    if images and asked and run_cfg.get("metrics") is None:
         run_cfg.metrics = OmegaConf.to_container(cfg.metrics, resolve=True)  # eval's image_metrics group
         log.info("The run computed no FID/KID; measuring them with eval.py's image_metrics group.")
     run_cfg = OmegaConf.merge(run_cfg, overrides)
