@@ -235,6 +235,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"samples={tmp / 'by_class'}", "data=digits"],
             "its subfolders a do, which are not searched",
         ),
+        "eval_other_data": (
+            "eval.py",
+            [f"ckpt_path={gan_run}", "data=mnist"],
+            "a checkpoint is evaluated on the data it was trained on: change that with data.<key>=",
+        ),
         "seed": ("train.py", ["seed=abc"], "seed must be a whole number, got 'abc': e.g. seed=42"),
         "top_p": (
             "sample.py",
@@ -257,14 +262,24 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
 CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
-    "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed",
+    "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
 ]  # fmt: skip
 
 
 # Mistakes the config alone shows are reported before the heavy imports: in about a second instead of 5-10 s.
 NOT_IMPORTED = {
     **dict.fromkeys(
-        ("batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu", "top_p", "seed"),
+        (
+            "batch_size",
+            "lr",
+            "image_size",
+            "missing_ckpt",
+            "no_samples",
+            "fp16_on_cpu",
+            "top_p",
+            "seed",
+            "eval_other_data",
+        ),
         "torch",
     ),
     "gpu_absent": "pytorch_lightning",  # torch is asked how many GPUs it sees

@@ -53,6 +53,12 @@ def check_eval_config(cfg: DictConfig) -> None:
             "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
             f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
         )
+    if cfg.get("ckpt_path") and cfg.get("data") is not None:
+        raise ConfigError(
+            "data=... chooses the dataset of samples= and export_reference=; a checkpoint is evaluated on the data "
+            "it was trained on: change that with data.<key>=... (e.g. data.root=<folder>, data.path=<file>), or "
+            "write its samples (sample.py) and evaluate them: eval.py samples=<folder> data=..."
+        )
     check_ckpt_exists(cfg)
     check_trainer(cfg.trainer, automatic_optimization=None)
 
