@@ -267,21 +267,11 @@ CASES = [
 
 
 # Mistakes the config alone shows are reported before the heavy imports: in about a second instead of 5-10 s.
+CONFIG_ONLY = (
+    "batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu", "top_p", "seed", "eval_other_data",
+)  # fmt: skip
 NOT_IMPORTED = {
-    **dict.fromkeys(
-        (
-            "batch_size",
-            "lr",
-            "image_size",
-            "missing_ckpt",
-            "no_samples",
-            "fp16_on_cpu",
-            "top_p",
-            "seed",
-            "eval_other_data",
-        ),
-        "torch",
-    ),
+    **dict.fromkeys(CONFIG_ONLY, "torch"),
     "gpu_absent": "pytorch_lightning",  # torch is asked how many GPUs it sees
 }
 
