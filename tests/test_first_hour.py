@@ -240,6 +240,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "data=mnist"],
             "a checkpoint is evaluated on the data it was trained on: change that with data.<key>=",
         ),
+        "gan_clipping": (
+            "train.py",
+            ["trainer.gradient_clip_val=1.0"],
+            "trainer.gradient_clip_val does not apply: this model steps its optimizers itself",
+        ),
         "seed": ("train.py", ["seed=abc"], "seed must be a whole number, got 'abc': e.g. seed=42"),
         "top_p": (
             "sample.py",
@@ -263,6 +268,7 @@ CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
+    "gan_clipping",
 ]  # fmt: skip
 
 

@@ -98,6 +98,17 @@ def check_trainer(trainer: DictConfig, automatic_optimization: bool | None = Tru
             raise ConfigError("trainer=fsdp needs CUDA GPUs (Lightning's FSDP); on CPU use trainer=ddp_cpu.")
         if precision.startswith("64"):
             raise ConfigError(f"trainer=fsdp with precision {precision}: use bf16-mixed, bf16-true or 32.")
+    if automatic_optimization is False:
+        manual = "this model steps its optimizers itself (manual optimization: the GAN's D and G updates)"
+        if trainer.get("gradient_clip_val"):
+            raise ConfigError(
+                f"trainer.gradient_clip_val does not apply: {manual}; clip with the model's own option instead, "
+                f"e.g. model.grad_clip={trainer.gradient_clip_val}."
+            )
+        if trainer.get("accumulate_grad_batches", 1) != 1:
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches does not apply: {manual}; raise data.batch_size instead."
+            )
     if accelerator in ("gpu", "cuda") and not cuda_devices():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer=cpu (or trainer=ddp_cpu)."
