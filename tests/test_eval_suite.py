@@ -14,6 +14,7 @@ from genlab.metrics.fid import FastFID, frechet_distance
 from genlab.metrics.inception import to_uint8
 from genlab.metrics.intra_fid import IntraClassFID
 from genlab.metrics.suite import ImageMetricSuite, MetricOptions
+from genlab.models import GenerativeModel
 from genlab.pipeline import evaluate, load_run, train
 from tests.conftest import compose_train, quick_run
 from tests.fixed_images import UInt8Set
@@ -190,6 +191,36 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
     assert from_npz["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
     written = json.loads((tmp_path / "npz" / "metrics.json").read_text())
     assert written["protocol"]["fid"]["reference"] == str(mu_sigma)
+
+
+def test_split_train_scores_samples_against_the_training_images(fid_weights, tmp_path):
+    """split=train (the CIFAR-10 tables' protocol): the real statistics are the training images', in order,
+    as many as metrics.max_real; the metrics and their protocol say so."""
+    from hydra.utils import instantiate
+
+    common = [f"metrics.fid.weights_path={fid_weights}", "image_metrics=default", "metrics.batch_size=32"]
+    common += ["metrics.kid.enabled=false", "data=digits", "metrics.max_real=96"]
+    exported = {
+        split: evaluate(
+            compose_eval(
+                [f"export_reference={tmp_path / split}.npz", f"split={split}", *common], tmp_path / split
+            )
+        )
+        for split in ("train", "val")
+    }
+    dm = instantiate(compose_eval(common, tmp_path / "data").data)  # as eval.py builds it
+    sizes = {split: len(dm.dataset(split)) for split in exported}
+    assert sizes["train"] > sizes["val"] > 96 and all(e["num_images"] == 96 for e in exported.values())
+    assert [e["source"].split("-")[1] for e in exported.values()] == [f"{k}{n}" for k, n in sizes.items()]
+    train_images = torch.cat([GenerativeModel.inputs(b) for b in dm.eval_dataloader("train")])[:32]
+    np.savez(tmp_path / "real.npz", arr_0=to_uint8(train_images).permute(0, 2, 3, 1).numpy())
+    scored = evaluate(
+        compose_eval([f"samples={tmp_path / 'real.npz'}", "split=train", *common], tmp_path / "s")
+    )
+    assert set(scored) >= {"train/fid"} and not any(k.startswith("val/") for k in scored)
+    assert scored["protocol"]["fid"]["split"] == "train" and scored["protocol"]["fid"]["real_images"] == 96
+    with np.load(tmp_path / "train.npz") as train, np.load(tmp_path / "val.npz") as val:
+        assert not np.allclose(train["mu"], val["mu"])
 
 
 def test_sample_folders_of_any_mode_read_as_rgb_and_mixed_sizes_are_refused(tmp_path):

@@ -240,6 +240,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "data=mnist"],
             "a checkpoint is evaluated on the data it was trained on: change that with data.<key>=",
         ),
+        "eval_ckpt_train_split": (
+            "eval.py",
+            [f"ckpt_path={gan_run}", "split=train"],
+            "split=train applies to samples= and export_reference=",
+        ),
         "gan_clipping": (
             "train.py",
             ["trainer.gradient_clip_val=1.0"],
@@ -268,13 +273,14 @@ CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
-    "gan_clipping",
+    "gan_clipping", "eval_ckpt_train_split",
 ]  # fmt: skip
 
 
 # Mistakes the config alone shows are reported before the heavy imports: in about a second instead of 5-10 s.
 CONFIG_ONLY = (
     "batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu", "top_p", "seed", "eval_other_data",
+    "eval_ckpt_train_split",
 )  # fmt: skip
 NOT_IMPORTED = {
     **dict.fromkeys(CONFIG_ONLY, "torch"),

@@ -45,13 +45,19 @@ def check_seed(seed: object) -> None:
 
 def check_eval_config(cfg: DictConfig) -> None:
     """``eval.py`` evaluates one thing (a checkpoint, samples or a reference export) on a known split."""
-    if cfg.split not in ("val", "test"):
-        raise ConfigError(f"split={cfg.split} is unknown; choose val or test.")
+    if cfg.split not in ("train", "val", "test"):
+        raise ConfigError(f"split={cfg.split} is unknown; choose val, test or train.")
     chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
     if len(chosen) != 1:
         raise ConfigError(
             "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
             f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
+        )
+    if cfg.split == "train" and cfg.get("ckpt_path"):
+        raise ConfigError(
+            "split=train applies to samples= and export_reference= (real statistics of the training images); "
+            "a checkpoint is evaluated on split=val or split=test. To score its samples against the training "
+            "images: sample.py ckpt_path=... num_samples=N, then eval.py samples=<its folder> data=... split=train"
         )
     if cfg.get("ckpt_path") and cfg.get("data") is not None:
         raise ConfigError(

@@ -4,6 +4,9 @@ or a reference statistics file; and the export of a split's real statistics to s
     python src/eval.py samples=<folder | .npz> data=mnist data.root=<folder>   # against MNIST's val split
     python src/eval.py samples=<folder | .npz> reference=<stats.npz>
     python src/eval.py export_reference=<stats.npz> data=mnist data.root=<folder> split=test
+
+``split=train`` scores samples against the training images, the protocol of most CIFAR-10 tables (50k samples
+against the 50k training images: ``metrics.max_real=50000``).
 """
 
 import logging
@@ -123,10 +126,8 @@ def real_statistics(cfg: DictConfig, suite: ImageMetricSuite, settings: ImageMet
     if cached is not None:
         suite.load_real_statistics(cached)
         return key
-    datamodule.setup("validate" if split == "val" else "test")
-    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     seen = 0
-    for batch in loader:
+    for batch in datamodule.eval_dataloader(split):
         real = GenerativeModel.inputs(batch)[: settings.max_real - seen]
         suite.update(to_uint8(real).to(suite.fid.device), real=True)
         seen += len(real)

@@ -1,5 +1,6 @@
 """What every genlab datamodule declares to the pipeline, the models and the callbacks."""
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -31,6 +32,11 @@ class GenlabDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> Dataset:
         """``split``'s examples (train, val or test): a map-style dataset, or for streamed data an iterable of
         ready batches."""
+        raise NotImplementedError
+
+    def eval_dataloader(self, split: str) -> Iterable:
+        """``split``'s examples (train, val or test) as evaluation reads them: in order, unshuffled, sharded
+        across ranks under DDP. ``val_dataloader`` and ``test_dataloader`` are this of their split."""
         raise NotImplementedError
 
     def split_id(self, split: str) -> str:

@@ -304,21 +304,18 @@ class ImageDataModule(GenlabDataModule):
             num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0
         )
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        sampler = eval_sampler(dataset)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **self._workers())
+    def eval_dataloader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(dataset, self.batch_size, sampler=eval_sampler(dataset), **self._workers())
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.train_set, self.batch_size, self.seed, **self._workers())
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        if not self.has_test_split:
-            raise ConfigError(self._no_test_message())
-        self.setup()
-        return self._eval_loader(self.test_set)
+        return self.eval_dataloader("test")
 
 
 class DigitsDataModule(ImageDataModule):

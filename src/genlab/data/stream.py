@@ -380,21 +380,21 @@ class ShardedImageDataModule(GenlabDataModule):
         digest = hashlib.sha256(repr([*names, "background", self.background]).encode()).hexdigest()
         return f"{self.name}-{split}{sum(counts)}-{self.channels}x{self.resolution}px-{digest[:8]}"
 
-    def dataset(self, split: str) -> ShardStream:
-        """``split``'s stream of batches (shuffled for train), as one process reads it in epoch 0."""
+    def dataset(self, split: str, shuffle: bool | None = None) -> ShardStream:
+        """``split``'s stream of batches (shuffled for train unless ``shuffle=False``), as one process reads
+        it in epoch 0."""
         urls, counts = self._split(split)
-        train = split == "train"
         return ShardStream(
             urls, counts, self.batch_size, self.channels, self.resolution, self.labels,
-            shuffle=train, shuffle_buffer=self.shuffle_buffer, seed=self.seed, background=self.background,
+            shuffle=split == "train" if shuffle is None else shuffle, shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed, background=self.background,
         )  # fmt: skip
 
-    def loader(self, split: str) -> StreamLoader:
-        workers = self.num_workers if split == "train" else 0
-        return StreamLoader(self.dataset(split), num_workers=workers)
+    def eval_dataloader(self, split: str) -> StreamLoader:
+        return StreamLoader(self.dataset(split, shuffle=False), num_workers=0)
 
     def train_dataloader(self) -> StreamLoader:
-        self._train_loader = self.loader("train")
+        self._train_loader = StreamLoader(self.dataset("train"), num_workers=self.num_workers)
         if self._resume is not None:
             self._train_loader.resume_at(self._resume)
             self._resume = None
@@ -411,7 +411,7 @@ class ShardedImageDataModule(GenlabDataModule):
         self._resume = state if "epoch" in state else None
 
     def val_dataloader(self) -> StreamLoader:
-        return self.loader("val")
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> StreamLoader:
-        return self.loader("test")
+        return self.eval_dataloader("test")

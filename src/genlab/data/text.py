@@ -270,7 +270,7 @@ class TokenizedDataModule(GenlabDataModule):
         """The training order; None: :func:`train_loader`'s plain shuffle."""
         return None
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def eval_dataloader(self, split: str) -> DataLoader:
         data = self.dataset(split)
         return DataLoader(
             data,
@@ -281,10 +281,10 @@ class TokenizedDataModule(GenlabDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_dataloader("test")
 
     def state_dict(self) -> dict:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
