@@ -111,8 +111,12 @@ def test_a_conditional_gan_trains_with_every_loss(loss, extra, tmp_path):
 def test_a_cvae_conditions_encoder_decoder_and_likelihood_on_the_class(tmp_path):
     metrics = train(compose_train([*quick_run("vae+labels"), "model.iw_samples=4"], tmp_path))
     assert torch.isfinite(torch.tensor(metrics["val/iw_nll"])) and "val/sample_accuracy" in metrics
-    protocol = json.loads((tmp_path / "metrics.json").read_text())["protocol"]["val/iw_nll"]
+    protocols = json.loads((tmp_path / "metrics.json").read_text())["protocol"]
+    protocol = protocols["val/iw_nll"]
     assert protocol["samples_per_image"] == 4 and protocol["split"] == "val" and protocol["images"] > 0
+    classifier = protocols["val/sample_accuracy"]  # what the classifier behind it was trained and checked on
+    assert classifier["classifier_checked_on"].startswith("digits-val179-")  # the split and its size
+    assert classifier["classifier_trained_on"].startswith("digits-train")
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["state_dict"]["encoder.head.weight"].shape[1] == 32 * 16 + 10, (
         "4x4x32 features + one-hot class"

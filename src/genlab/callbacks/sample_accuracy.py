@@ -55,7 +55,11 @@ class SampleAccuracyCallback(pl.Callback, ReportsProtocol):
         if not trainer.is_global_zero:
             classifier, val_accuracy = load_or_train(self.cache_dir, key, **train_args)
         self.metric = SampleAccuracy(classifier).to(pl_module.device)
-        self._about = {"classifier_trained_on": dm.split_id("train"), "classifier_val_accuracy": val_accuracy}
+        self._about = {
+            "classifier_trained_on": dm.split_id("train"),
+            "classifier_val_accuracy": val_accuracy,
+            "classifier_checked_on": dm.split_id("val"),  # the split and its image count
+        }
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.metric is None or not evaluation_due(trainer, self.every_n_epochs):

@@ -6,6 +6,7 @@ the real validation split is reported beside the metric, as the ceiling the samp
 """
 
 import logging
+from collections.abc import Sized
 from pathlib import Path
 
 import torch
@@ -109,9 +110,12 @@ def load_or_train(cache: Path | None, key: str, **train_args) -> tuple[Classifie
         classifier.load_state_dict(saved["state_dict"])
         return classifier.eval().requires_grad_(False), float(saved["val_accuracy"])
     classifier, val_accuracy = train_classifier(**train_args)
+    val_set = train_args["val_set"]
+    checked = f"its {len(val_set)} images" if isinstance(val_set, Sized) else "it"
     log.info(
-        "Sample classifier trained on the real train split: %.2f%% accurate on the val split",
+        "Sample classifier trained on the real train split: %.2f%% accurate on the val split (%s)",
         100 * val_accuracy,
+        checked,
     )
     if path:
         atomic_save({"state_dict": classifier.cpu().state_dict(), "val_accuracy": val_accuracy}, path)
