@@ -1,13 +1,14 @@
 """Sample from a checkpoint: ``python src/sample.py ckpt_path=... num_samples=64 [sampler=ddim steps=50]``."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_sample_config
-from genlab.cli import report_user_errors, run_and_exit
+from genlab.cli import report_user_errors, run_and_exit, text_overrides
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -22,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = text_overrides(sys.argv[1:])  # any prompt as typed: prompt="To be, or not to be"
     run_and_exit(main)

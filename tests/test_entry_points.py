@@ -251,3 +251,21 @@ def test_a_validation_interval_longer_than_an_epoch_counts_across_epochs(tmp_pat
     rows = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
     validated = sorted({int(r["step"]) for r in rows if r.get("val/d_x")})
     assert validated == [5, 11], "after batches 6 and 12 (the loggers' step counts batches from 0)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["To be, or not to be", "x=y (z)?", "it's", "${x} \\${y}", "end\\", "a\\'b", 'say "hi"', "東京 🙂", ""],
+)
+def test_a_prompt_reaches_the_config_as_typed(text):
+    """sample.py quotes free text for Hydra: Hydra's parser and OmegaConf give back exactly what was typed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from genlab.cli import text_overrides
+
+    (arg,) = text_overrides([f"prompt={text}"])
+    value = OverridesParser.create().parse_override(arg).value()
+    assert OmegaConf.create({"prompt": value}).prompt == text
+    assert text_overrides(["prompt='already quoted'"]) == ["prompt='already quoted'"]
+    assert text_overrides(["-m", "prompt=a,b"]) == ["-m", "prompt=a,b"], "a multirun's sweep stays a sweep"

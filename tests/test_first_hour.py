@@ -153,6 +153,10 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
     assert (tmp_path / "s1" / "samples.txt").read_text().startswith("東京")
     run_script("sample.py", [*sample, r'prompt="sea\nwas"', f"hydra.run.dir={tmp_path / 's3'}"], tmp_path)
     assert (tmp_path / "s3" / "samples.txt").read_text().startswith("sea\nwas"), "\\n as typed: a newline"
+    typed = "Sea, calm «fin» — naïve" + (" (grey)? it's ${x} = \\" if tokenizer == "bpe" else "")
+    run_script("sample.py", [*sample, f"prompt={typed}", f"hydra.run.dir={tmp_path / 's4'}"], tmp_path)
+    written = (tmp_path / "s4" / "samples.txt").read_text()
+    assert written.startswith(typed), "as a shell passes it: commas, quotes, ${ and all"
     if tokenizer == "char":  # the run's own tokenizer measures another text, typed as data.path=
         other = tmp_path / "other.txt"
         other.write_text(book.read_text()[::-1].replace("\n", " ", 100))

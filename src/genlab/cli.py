@@ -4,6 +4,7 @@ import atexit
 import contextlib
 import functools
 import os
+import re
 import shutil
 import sys
 import threading
@@ -115,6 +116,47 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
         else arg
         for arg, key in zip(args, keys)
     ]
+
+
+TEXT_KEYS = ("prompt",)  # sample.py options whose value is free text
+
+
+def text_overrides(args: list[str], keys: tuple[str, ...] = TEXT_KEYS) -> list[str]:
+    """The arguments, with the free text of ``prompt=...`` quoted for Hydra, so that any text is taken as typed:
+    unquoted, Hydra reads ``prompt="To be, or not to be"`` as a sweep over two values and refuses ``=``,
+    ``(``, ``?``, accented letters and emoji. A value the user already quoted for Hydra
+    (``'prompt="..."'``) and a multirun's arguments stay as they are."""
+    if {"-m", "--multirun"} & set(args):
+        return args
+    quoted = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in keys and not hydra_quoted(value):
+            arg = f"{key}={hydra_quote(value)}"
+        quoted.append(arg)
+    return quoted
+
+
+def hydra_quoted(value: str) -> bool:
+    """Whether ``value`` is one Hydra quoted string (``'...'`` or ``"..."``)."""
+    if len(value) < 2 or value[0] not in "'\"" or value[-1] != value[0]:
+        return False
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return isinstance(OverridesParser.create().parse_override(f"key={value}").value(), str)
+    except HydraException:  # not one quoted string, e.g. 'a'b'
+        return False
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a Hydra quoted value that OmegaConf reads back as exactly ``text``: ``${`` is not an
+    interpolation, quotes and the backslashes before them and at the end are escaped."""
+    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
+    return f"'{text}'"
 
 
 def run_and_exit(main: Callable[[], Any]) -> NoReturn:
