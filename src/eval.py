@@ -8,7 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_eval_config
-from genlab.cli import checkpoint_overrides, report_user_errors, run_and_exit, trainer_overrides
+from genlab.cli import (
+    checkpoint_overrides,
+    quoted_overrides,
+    report_user_errors,
+    run_and_exit,
+    trainer_overrides,
+)
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -23,6 +29,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    args = checkpoint_overrides(sys.argv[1:])  # model.beam_size=4: +overrides.model.beam_size=4
+    args = quoted_overrides(sys.argv[1:])  # text and paths as typed: data.path=~/données/a,b.txt
+    args = checkpoint_overrides(args)  # model.beam_size=4: +overrides.model.beam_size=4
     sys.argv[1:] = trainer_overrides(args)  # any Trainer argument as typed: trainer.max_time=...
     run_and_exit(main)

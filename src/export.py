@@ -1,12 +1,13 @@
 """Export a run as a self-contained folder: ``python src/export.py ckpt_path=outputs/<run> [out=...] [hub_repo=...]``."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from genlab.cli import report_user_errors, run_and_exit
+from genlab.cli import quoted_overrides, report_user_errors, run_and_exit
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quoted_overrides(sys.argv[1:])  # paths as typed: out=~/données/shards
     run_and_exit(main)

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_sample_config
-from genlab.cli import report_user_errors, run_and_exit, text_overrides
+from genlab.cli import quoted_overrides, report_user_errors, run_and_exit
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -23,5 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = text_overrides(sys.argv[1:])  # any prompt as typed: prompt="To be, or not to be"
+    sys.argv[1:] = quoted_overrides(sys.argv[1:])  # text and paths as typed: prompt="To be, or not"
     run_and_exit(main)

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.checks import check_train_config
-from genlab.cli import report_user_errors, run_and_exit, trainer_overrides
+from genlab.cli import quoted_overrides, report_user_errors, run_and_exit, trainer_overrides
 
 os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -24,5 +24,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quoted_overrides(sys.argv[1:])  # text and paths as typed: data.path=~/données/a,b.txt
     sys.argv[1:] = trainer_overrides(sys.argv[1:])  # any Trainer argument as typed: trainer.max_time=...
     run_and_exit(main)

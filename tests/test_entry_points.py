@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genlab.cli import quoted_overrides
 from genlab.pipeline import train
 from tests.conftest import QUICK, ROOT, TINY_GPT, assert_user_error, compose_train, run_script
 from tests.datasets import copy_task, write_copy_corpus
@@ -258,14 +259,41 @@ def test_a_validation_interval_longer_than_an_epoch_counts_across_epochs(tmp_pat
     ["To be, or not to be", "x=y (z)?", "it's", "${x} \\${y}", "end\\", "a\\'b", 'say "hi"', "東京 🙂", ""],
 )
 def test_a_prompt_reaches_the_config_as_typed(text):
-    """sample.py quotes free text for Hydra: Hydra's parser and OmegaConf give back exactly what was typed."""
+    """Free text is quoted for Hydra: Hydra's parser and OmegaConf give back exactly what was typed."""
+    assert typed_value(quoted_overrides([f"prompt={text}"])) == text
+    assert quoted_overrides(["prompt='already quoted'"]) == ["prompt='already quoted'"]
+    assert quoted_overrides(["-m", "prompt=a,b"]) == ["-m", "prompt=a,b"], "a multirun's sweep stays a sweep"
+
+
+@pytest.mark.parametrize(
+    "arg, value, quoted",
+    [
+        ("data.path=/home/josé/livre (1).txt", "/home/josé/livre (1).txt", True),
+        ("data.root=/data/a,b", "/data/a,b", True),  # a comma: a sweep, unquoted
+        ("+overrides.data.path=x=y.txt", "x=y.txt", True),
+        ("metrics.fid.weights_path=~/poids/inceptión.pth", "~/poids/inceptión.pth", True),
+        ("data.root=/data/my images", "/data/my images", False),  # Hydra reads it as it is
+        ("ckpt_path=null", None, False),  # Hydra's null stays null
+        (
+            "paths.data_dir=${paths.root_dir}/data",
+            "${paths.root_dir}/data",
+            False,
+        ),  # an interpolation stays one
+    ],
+)
+def test_a_path_reaches_the_config_as_typed(arg, value, quoted):
+    """A path is quoted only where Hydra could not read it as one value."""
+    (typed,) = quoted_overrides([arg])
+    assert typed_value([typed], resolve=False) == value and (typed != arg) == quoted
+    swept = ["-m", "data.path=/données/a.txt,/données/b.txt", "seed=1,2"]  # a multirun's comma is a sweep
+    assert quoted_overrides(swept)[1:] == ["data.path='/données/a.txt','/données/b.txt'", "seed=1,2"]
+    assert quoted_overrides(["-m", "data.path=a.txt,b.txt"]) == ["-m", "data.path=a.txt,b.txt"]
+
+
+def typed_value(args: list[str], resolve: bool = True):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from genlab.cli import text_overrides
-
-    (arg,) = text_overrides([f"prompt={text}"])
-    value = OverridesParser.create().parse_override(arg).value()
-    assert OmegaConf.create({"prompt": value}).prompt == text
-    assert text_overrides(["prompt='already quoted'"]) == ["prompt='already quoted'"]
-    assert text_overrides(["-m", "prompt=a,b"]) == ["-m", "prompt=a,b"], "a multirun's sweep stays a sweep"
+    (arg,) = args
+    node = OmegaConf.create({"value": OverridesParser.create().parse_override(arg).value()})
+    return node.value if resolve else OmegaConf.to_container(node)["value"]

@@ -140,7 +140,7 @@ def write_book(path: Path) -> Path:
 
 @pytest.mark.parametrize("tokenizer", ["char", "bpe"])
 def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
-    book = write_book(tmp_path / "book.txt")
+    book = write_book(tmp_path / "Les Misérables, t. 1 (1862).txt")  # a path Hydra refuses unquoted
     run = tmp_path / "run"
     data = [f"data.path={book}", f"data.tokenizer={tokenizer}", "data.val_fraction=0.05"]
     data += ["data.vocab_size=300"] if tokenizer == "bpe" else []
@@ -158,7 +158,7 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
     written = (tmp_path / "s4" / "samples.txt").read_text()
     assert written.startswith(typed), "as a shell passes it: commas, quotes, ${ and all"
     if tokenizer == "char":  # the run's own tokenizer measures another text, typed as data.path=
-        other = tmp_path / "other.txt"
+        other = tmp_path / "autre=texte.txt"
         other.write_text(book.read_text()[::-1].replace("\n", " ", 100))
         run_script(
             "eval.py", [f"ckpt_path={run}", f"data.path={other}", f"hydra.run.dir={tmp_path / 'e'}"], tmp_path

@@ -23,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from genlab.cli import trainer_overrides
+from genlab.cli import quoted_overrides, trainer_overrides
 from genlab.data.shards import write_shards
 from genlab.families import FAMILIES as REGISTRY
 from tests.conftest import (
@@ -189,7 +189,8 @@ def composed(overrides: list[str]) -> DictConfig:
     plain = [o for o in overrides if not o.startswith(("-", "hydra")) and not re.search(r"=[^\[]*,", o)]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=trainer_overrides(plain, CONF / "trainer" / "default.yaml"))
+        typed = quoted_overrides(plain)
+        return compose("train", overrides=trainer_overrides(typed, CONF / "trainer" / "default.yaml"))
 
 
 def point_at_run(arg: str, places: dict) -> str:

@@ -118,23 +118,52 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
     ]
 
 
-TEXT_KEYS = ("prompt",)  # sample.py options whose value is free text
+TEXT_KEYS = ("prompt",)  # options whose value is free text
+# options whose value is a path (and any ending in _path, _root or _dir)
+PATH_KEYS = ("path", "root", "dir", "samples", "reference", "out", "init_from")
 
 
-def text_overrides(args: list[str], keys: tuple[str, ...] = TEXT_KEYS) -> list[str]:
-    """The arguments, with the free text of ``prompt=...`` quoted for Hydra, so that any text is taken as typed:
-    unquoted, Hydra reads ``prompt="To be, or not to be"`` as a sweep over two values and refuses ``=``,
-    ``(``, ``?``, accented letters and emoji. A value the user already quoted for Hydra
-    (``'prompt="..."'``) and a multirun's arguments stay as they are."""
-    if {"-m", "--multirun"} & set(args):
-        return args
+def quoted_overrides(args: list[str]) -> list[str]:
+    """The arguments, quoted for Hydra where a user's text or path would not reach the config as typed.
+
+    Unquoted, Hydra reads ``prompt="To be, or not to be"`` or ``data.path=books/a,b.txt`` as a sweep over two
+    values, and its lexer refuses ``=``, ``(``, ``?``, accented letters and emoji: ``data.path=~/données/livre
+    (1).txt`` failed. A prompt is always taken as text (``${`` included); a path (a key named ``path``,
+    ``root``, ``dir``, ``*_path``, ``*_root``, ``*_dir``, ``samples``, ``reference``, ``out``, ``init_from``)
+    is quoted only where Hydra could not read it as one value, so ``null`` and ``${paths.data_dir}/x`` keep
+    their meaning. Values already in Hydra's quotes (``'prompt="..."'``) stay; in a multirun (``-m``), where a
+    comma is a sweep, only values Hydra cannot read at all are quoted, each of the sweep's."""
+    multirun = bool({"-m", "--multirun"} & set(args))
     quoted = []
     for arg in args:
         key, _, value = arg.partition("=")
-        if key.lstrip("+") in keys and not hydra_quoted(value):
-            arg = f"{key}={hydra_quote(value)}"
+        name = key.lstrip("+~").rsplit(".", 1)[-1]
+        text = name in TEXT_KEYS
+        if "=" in arg and (text or is_path_key(name)) and not hydra_quoted(value):
+            if not multirun and (text or not one_hydra_value(value)):
+                arg = f"{key}={hydra_quote(value, literal=text)}"
+            elif multirun and not one_hydra_value(value, sweeps=True):  # each value of the sweep quoted
+                arg = f"{key}=" + ",".join(hydra_quote(v, literal=text) for v in value.split(","))
         quoted.append(arg)
     return quoted
+
+
+def is_path_key(name: str) -> bool:
+    return name in PATH_KEYS or name.endswith(("_path", "_root", "_dir"))
+
+
+def one_hydra_value(value: str, sweeps: bool = False) -> bool:
+    """Whether Hydra reads ``value``, unquoted, as one value (not a syntax error; not a sweep unless
+    ``sweeps``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Sweep
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(f"key={value}").value()
+    except HydraException:
+        return False
+    return sweeps or not isinstance(parsed, Sweep)
 
 
 def hydra_quoted(value: str) -> bool:
@@ -150,10 +179,11 @@ def hydra_quoted(value: str) -> bool:
         return False
 
 
-def hydra_quote(text: str) -> str:
-    """``text`` as a Hydra quoted value that OmegaConf reads back as exactly ``text``: ``${`` is not an
-    interpolation, quotes and the backslashes before them and at the end are escaped."""
-    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+def hydra_quote(text: str, literal: bool = False) -> str:
+    """``text`` as a Hydra quoted value: quotes, and the backslashes before them and at the end, escaped.
+    ``literal``: OmegaConf reads it back as exactly ``text`` (``${`` is not an interpolation)."""
+    if literal:
+        text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
     text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
     text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
     return f"'{text}'"
