@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from genlab.cli import quoted_overrides
 from genlab.diffusion import Guided, drop_labels
 from genlab.errors import ConfigError
 from genlab.nets.dcgan import Discriminator, Generator
@@ -191,8 +192,8 @@ def test_intra_class_fid_of_a_conditional_run(tmp_path, fid_weights):
 
 def test_samples_of_named_classes_by_name_or_index(tmp_path):
     """An image folder's classes are its subfolders: the checkpoint keeps their names, and sample.py
-    labels=[...] takes a name or an index (anything else: one line naming the choices)."""
-    for i, name in enumerate(("cat", "dog")):
+    labels=[...] takes a name or an index, as typed (anything else: one line naming the choices)."""
+    for i, name in enumerate(("cat", "été")):  # Hydra reads the second only when quoted: the scripts quote it
         (tmp_path / "images" / name).mkdir(parents=True)
         for j in range(8):
             Image.new("RGB", (12, 12), (200 * i, 30 * j, 90)).save(tmp_path / "images" / name / f"{j}.png")
@@ -203,10 +204,13 @@ def test_samples_of_named_classes_by_name_or_index(tmp_path):
         "data.batch_size=4",
     ]
     train(compose_train([*quick_run("vae+labels"), *data], tmp_path / "run"))
-    out = sample(sample_cfg(tmp_path / "run", tmp_path / "s", ["labels=[dog,0]", "num_samples=3"], solver=()))
+    typed = quoted_overrides(["labels=[été,0]", "num_samples=3"])  # as src/sample.py reads its arguments
+    out = sample(sample_cfg(tmp_path / "run", tmp_path / "s", typed, solver=()))
     assert (out / "labels.txt").read_text().split() == ["1", "0", "1"]
+    one = sample(sample_cfg(tmp_path / "run", tmp_path / "one", quoted_overrides(["labels=été"]), solver=()))
+    assert set((one / "labels.txt").read_text().split()) == {"1"}, "one name, without brackets"
     for label, needle in [
-        ("cow", r"'cow' is not a class of this model: .* class name \(cat, dog\)"),
+        ("cow", r"'cow' is not a class of this model: .* class name \(cat, été\)"),
         (2, r"2 is not"),
     ]:
         with pytest.raises(ConfigError, match=needle):

@@ -175,10 +175,15 @@ def check_sample_config(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise ConfigError(f"{key} must be a positive integer, got {value!r}: e.g. {key}=16")
-    if cfg.get("labels") is not None and not len(cfg.labels):
+    if cfg.get("labels") is not None and not len(asked_labels(cfg)):
         raise ConfigError("labels=[] names no class: give some, e.g. labels=[3,7], or leave labels unset")
     check_sampling_options(cfg)
     check_ckpt_exists(cfg)
+
+
+def asked_labels(cfg: DictConfig) -> list[int | str]:
+    """``labels=[3,7]`` as a list; ``labels=3`` or ``labels=cat`` is one class."""
+    return [cfg.labels] if isinstance(cfg.labels, (int, str)) else list(cfg.labels)
 
 
 def check_sampling_options(cfg: DictConfig) -> None:

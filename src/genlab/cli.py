@@ -121,6 +121,7 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
 TEXT_KEYS = ("prompt",)  # options whose value is free text
 # options whose value is a path (and any ending in _path, _root or _dir)
 PATH_KEYS = ("path", "root", "dir", "samples", "reference", "out", "init_from")
+NAME_KEYS = ("labels",)  # a name or list of names, e.g. an image folder's classes: labels=[été,hiver]
 
 
 def quoted_overrides(args: list[str]) -> list[str]:
@@ -131,7 +132,7 @@ def quoted_overrides(args: list[str]) -> list[str]:
     (1).txt`` failed. A prompt is always taken as text (``${`` included); a path (a key named ``path``,
     ``root``, ``dir``, ``*_path``, ``*_root``, ``*_dir``, ``samples``, ``reference``, ``out``, ``init_from``)
     is quoted only where Hydra could not read it as one value, so ``null`` and ``${paths.data_dir}/x`` keep
-    their meaning. Values already in Hydra's quotes (``'prompt="..."'``) stay; in a multirun (``-m``), where a
+    their meaning; so is each class name of ``labels=[...]``. Values already in Hydra's quotes (``'prompt="..."'``) stay; in a multirun (``-m``), where a
     comma is a sweep, only values Hydra cannot read at all are quoted, each of the sweep's."""
     multirun = bool({"-m", "--multirun"} & set(args))
     quoted = []
@@ -144,6 +145,10 @@ def quoted_overrides(args: list[str]) -> list[str]:
                 arg = f"{key}={hydra_quote(value, literal=text)}"
             elif multirun and not one_hydra_value(value, sweeps=True):  # each value of the sweep quoted
                 arg = f"{key}=" + ",".join(hydra_quote(v, literal=text) for v in value.split(","))
+        elif name in NAME_KEYS and not one_hydra_value(value):  # each name Hydra cannot read quoted
+            names = [v.strip() for v in value.strip("[]").split(",")] if value.startswith("[") else [value]
+            listed = ",".join(v if one_hydra_value(v) else hydra_quote(v) for v in names)
+            arg = f"{key}=[{listed}]" if value.startswith("[") else f"{key}={listed}"
         quoted.append(arg)
     return quoted
 

@@ -23,6 +23,7 @@ from genlab.callbacks.validation import ValidateAcrossEpochs
 from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
 from genlab.checks import (
     ConfigError,
+    asked_labels,
     check_eval_config,
     check_modality,
     check_override_keys,
@@ -318,7 +319,7 @@ def sample_images(
             labels = torch.arange(classes).repeat_interleave(cfg.per_class)
             num, nrow = len(labels), cfg.per_class  # one grid row per class
         else:
-            asked_for = class_indices(list(cfg.labels), classes, class_names)
+            asked_for = class_indices(asked_labels(cfg), classes, class_names)
             labels = torch.tensor(asked_for).repeat(-(-num // len(asked_for)))[:num]
     batches = []
     for start in range(0, num, cfg.batch_size):
