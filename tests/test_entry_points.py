@@ -273,6 +273,7 @@ def test_a_prompt_reaches_the_config_as_typed(text):
         ("+overrides.data.path=x=y.txt", "x=y.txt", True),
         ("metrics.fid.weights_path=~/poids/inceptión.pth", "~/poids/inceptión.pth", True),
         ("data.root=/data/my images", "/data/my images", False),  # Hydra reads it as it is
+        ("logger.wandb.name=β-VAE, run (2)", "β-VAE, run (2)", True),  # a name is a string too
         ("ckpt_path=null", None, False),  # Hydra's null stays null
         (
             "paths.data_dir=${paths.root_dir}/data",

@@ -119,28 +119,40 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
 
 
 TEXT_KEYS = ("prompt",)  # options whose value is free text
-# options whose value is a path (and any ending in _path, _root or _dir)
-PATH_KEYS = ("path", "root", "dir", "samples", "reference", "out", "init_from")
+# options whose value is a path or a name (and any ending in _path, _root, _dir or _name)
+STRING_KEYS = (
+    "path",
+    "root",
+    "dir",
+    "samples",
+    "reference",
+    "out",
+    "init_from",
+    "name",
+    "project",
+    "group",
+    "notes",
+)
 NAME_KEYS = ("labels",)  # a name or list of names, e.g. an image folder's classes: labels=[été,hiver]
 
 
 def quoted_overrides(args: list[str]) -> list[str]:
-    """The arguments, quoted for Hydra where a user's text or path would not reach the config as typed.
+    """The arguments, quoted for Hydra where a user's text, path or name would not reach the config as typed.
 
     Unquoted, Hydra reads ``prompt="To be, or not to be"`` or ``data.path=books/a,b.txt`` as a sweep over two
     values, and its lexer refuses ``=``, ``(``, ``?``, accented letters and emoji: ``data.path=~/données/livre
-    (1).txt`` failed. A prompt is always taken as text (``${`` included); a path (a key named ``path``,
-    ``root``, ``dir``, ``*_path``, ``*_root``, ``*_dir``, ``samples``, ``reference``, ``out``, ``init_from``)
-    is quoted only where Hydra could not read it as one value, so ``null`` and ``${paths.data_dir}/x`` keep
-    their meaning; so is each class name of ``labels=[...]``. Values already in Hydra's quotes (``'prompt="..."'``) stay; in a multirun (``-m``), where a
-    comma is a sweep, only values Hydra cannot read at all are quoted, each of the sweep's."""
+    (1).txt`` failed. A prompt is always taken as text (``${`` included). A path or a name (:data:`STRING_KEYS`,
+    e.g. ``data.root``, ``ckpt_path``, ``logger.wandb.name``) and each class name of ``labels=[...]`` are
+    quoted only where Hydra could not read them as one value, so ``null`` and ``${paths.data_dir}/x`` keep their
+    meaning. Values already in Hydra's quotes (``'prompt="..."'``) stay; in a multirun (``-m``), where a comma
+    is a sweep, only values Hydra cannot read at all are quoted, each of the sweep's."""
     multirun = bool({"-m", "--multirun"} & set(args))
     quoted = []
     for arg in args:
         key, _, value = arg.partition("=")
         name = key.lstrip("+~").rsplit(".", 1)[-1]
         text = name in TEXT_KEYS
-        if "=" in arg and (text or is_path_key(name)) and not hydra_quoted(value):
+        if "=" in arg and (text or is_string_key(name)) and not hydra_quoted(value):
             if not multirun and (text or not one_hydra_value(value)):
                 arg = f"{key}={hydra_quote(value, literal=text)}"
             elif multirun and not one_hydra_value(value, sweeps=True):  # each value of the sweep quoted
@@ -153,8 +165,8 @@ def quoted_overrides(args: list[str]) -> list[str]:
     return quoted
 
 
-def is_path_key(name: str) -> bool:
-    return name in PATH_KEYS or name.endswith(("_path", "_root", "_dir"))
+def is_string_key(name: str) -> bool:
+    return name in STRING_KEYS or name.endswith(("_path", "_root", "_dir", "_name"))
 
 
 def one_hydra_value(value: str, sweeps: bool = False) -> bool:
