@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import logging
 import math
 import os
 import re
@@ -47,6 +48,19 @@ def test_tokenizer_round_trip_and_json(kind):
     assert tok.decode(tok.encode(sample)) == sample
     restored = tokenizer_from_json(tok.to_json())
     assert restored.encode(sample) == tok.encode(sample) and restored.vocab_size == tok.vocab_size
+
+
+def test_a_bpe_vocabulary_the_text_cannot_fill_is_reported(caplog):
+    """data.vocab_size larger than the merges a text allows: the tokenizer says how many tokens it learned."""
+    text = "To be, or not to be: that is the question.\n" * 20
+    with caplog.at_level(logging.WARNING, logger="genlab.data.text"):
+        tok = BPETokenizer.train(text, 50_000)
+    assert 256 < tok.vocab_size < 50_000
+    assert f"BPE tokenizer: {tok.vocab_size} tokens, fewer than data.vocab_size=50000" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genlab.data.text"):
+        assert BPETokenizer.train(text, 280).vocab_size == 280
+    assert "BPE tokenizer" not in caplog.text
 
 
 def test_text_datamodules_tensorise_once(shakespeare):

@@ -11,6 +11,7 @@ import codecs
 import gzip
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 from genlab.data.base import GenlabDataModule
 from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle, carve, eval_sampler, train_loader
 from genlab.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 MULTI30K_URL = "https://github.com/multi30k/dataset"
@@ -85,6 +88,15 @@ class BPETokenizer:
             show_progress=False,
         )
         tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        learned = tokenizer.get_vocab_size()
+        if vocab_size and learned < vocab_size:
+            log.warning(
+                "BPE tokenizer: %d tokens, fewer than data.vocab_size=%d: the training text allows no more "
+                "merges (the model's vocabulary is %d)",
+                learned,
+                vocab_size,
+                learned,
+            )
         return cls(tokenizer)
 
     @property
