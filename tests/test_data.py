@@ -253,6 +253,14 @@ def test_missing_dataset_says_where_and_what(tmp_path, make, needle):
     assert "data.root" in message or "image files" in message
 
 
+def test_an_image_folder_given_as_a_file_says_so(tmp_path):
+    (tmp_path / "cat.png").write_bytes(b"")
+    with pytest.raises(
+        DatasetNotFoundError, match="cat.png is a file, not a folder: .* the folder that holds"
+    ):
+        ImageFolderDataModule(root=str(tmp_path / "cat.png")).setup("fit")
+
+
 def test_bad_batch_size_is_rejected():
     with pytest.raises(ValueError, match="data.batch_size must be a positive integer"):
         DigitsDataModule(batch_size=0)

@@ -540,6 +540,10 @@ class ImageFolderDataModule(ImageDataModule):
         """The readable images under ``folder`` (from the cached :func:`index_images`); unreadable ones are
         skipped (named once in the log and in ``<run>/bad_files.txt``) or, with ``on_bad_file=error``, refused
         here, before training."""
+        if folder.is_file():
+            raise DatasetNotFoundError(
+                f"{folder} is a file, not a folder: {expectation}; give the folder that holds the images."
+            )
         if not folder.is_dir():
             raise DatasetNotFoundError(f"Dataset folder {folder} does not exist: {expectation}.")
         index = index_images(folder, self.index_cache)
