@@ -124,6 +124,28 @@ def test_eval_of_a_text_run_reports_generation_of_the_split_it_evaluates(runs, t
     assert val["val/loss"] != test["test/loss"], "different sentences"
 
 
+def test_a_translation_model_samples_translations_of_the_prompt(runs, tmp_path):
+    """sample.py on a run trained on pairs reads the prompt as a source sentence (its tokens and <sep>, as in
+    training) and writes the translation up to <eos>: greedy, the same as the BLEU path's decode."""
+    from hydra.utils import instantiate
+
+    from genlab.pipeline import load_run
+
+    source = "red cat runs big tree"
+    args = [f"ckpt_path={runs['parallel']}", f"prompt={source}", "temperature=0", "num_samples=2"]
+    run_script("sample.py", [*args, "max_new_tokens=20", f"hydra.run.dir={tmp_path}"], tmp_path)
+    written = (tmp_path / "samples.txt").read_text().split("\n\n")
+
+    _, checkpoint, run_cfg = load_run(str(runs["parallel"]))
+    model = instantiate(run_cfg.model, _convert_="all")
+    model.load_state_dict(checkpoint["state_dict"])
+    dm = instantiate(run_cfg.data, _convert_="all")
+    dm.tokenizer = dm.tokenizer_from_checkpoint(checkpoint)
+    (expected,) = model.eval().translate([dm.prompt_ids(source)], dm.eos_id)
+    assert written == [dm.tokenizer.decode(expected).strip()] * 2 and written[0], written
+    assert source.split()[0] in written[0].split(), "the copy task learned: the source's words come back"
+
+
 def test_bits_per_character_on_a_parallel_corpus_counts_characters(runs):
     metrics = json.loads((runs["parallel"] / "metrics.json").read_text())
     bits_per_token = metrics["val/loss"] / torch.log(torch.tensor(2.0)).item()

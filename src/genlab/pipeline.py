@@ -278,8 +278,11 @@ def sample(cfg: DictConfig) -> Path:
         names = get_class(run_cfg.data._target_).class_names_from_checkpoint(checkpoint)
         written = sample_images(cfg, model, generator, out, names)
     elif isinstance(model, TextGenerator):
-        tokenizer = get_class(run_cfg.data._target_).tokenizer_from_checkpoint(checkpoint)
-        written = sample_text(cfg, model, tokenizer, generator, out)
+        datamodule = instantiate(
+            run_cfg.data, _convert_="all"
+        )  # reads no data: its tokenizer and prompt format
+        datamodule.tokenizer = datamodule.tokenizer_from_checkpoint(checkpoint)
+        written = sample_text(cfg, model, datamodule, generator, out)
     else:
         raise ConfigError(
             f"{type(model).__name__} declares no way to sample (ImageGenerator or TextGenerator)."
@@ -352,18 +355,29 @@ def unescape(text: str) -> str:
 
 
 def sample_text(
-    cfg: DictConfig, model: TextGenerator, tokenizer, generator: torch.Generator, out: Path
+    cfg: DictConfig,
+    model: TextGenerator,
+    datamodule: TokenizedDataModule,
+    generator: torch.Generator,
+    out: Path,
 ) -> int:
     """``num_samples`` continuations of ``prompt``, separated by blank lines, in samples.txt; with
-    ``beam_size=k`` the one best continuation of beam search (deterministic, no sampling options)."""
-    prompt = torch.tensor([tokenizer.encode(unescape(cfg.prompt))], device=model.device)
+    ``beam_size=k`` the one best continuation of beam search (deterministic, no sampling options). A model
+    trained on pairs (a parallel corpus) reads the prompt as a source sentence and writes its translations,
+    each up to the end-of-sequence token."""
+    tokenizer, stop = datamodule.tokenizer, datamodule.eos_id
+    prompt = torch.tensor([datamodule.prompt_ids(unescape(cfg.prompt))], device=model.device)
     if cfg.get("beam_size"):
         length_penalty = cfg.get("length_penalty")
         if length_penalty is None:  # the checkpoint's model.length_penalty
             length_penalty = getattr(model, "hparams", {}).get("length_penalty", 1.0)
         log.info("beam_size=%d: one deterministic continuation (num_samples does not apply)", cfg.beam_size)
         tokens = model.generate(
-            prompt, cfg.max_new_tokens, beam_size=cfg.beam_size, length_penalty=length_penalty
+            prompt,
+            cfg.max_new_tokens,
+            beam_size=cfg.beam_size,
+            length_penalty=length_penalty,
+            stop_token=stop,
         )
     else:
         tokens = model.generate(
@@ -373,8 +387,13 @@ def sample_text(
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             generator=generator,
+            stop_token=stop,
         )
-    texts = [tokenizer.decode(row.tolist()) for row in tokens]
+    if stop is None:  # plain text: the prompt and its continuation
+        texts = [tokenizer.decode(row.tolist()) for row in tokens]
+    else:  # pairs: the translation, up to <eos>
+        rows = [row[prompt.shape[1] :].tolist() for row in tokens]
+        texts = [tokenizer.decode(row[: row.index(stop)] if stop in row else row).strip() for row in rows]
     (out / "samples.txt").write_text("\n\n".join(texts))
     return len(texts)
 

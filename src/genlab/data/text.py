@@ -213,6 +213,10 @@ class TokenizedDataModule(GenlabDataModule):
         """The token that ends a generation; None where the data has none (plain text)."""
         return None
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """``sample.py``'s prompt as the model reads it: its tokens (a translation model: a source sentence)."""
+        return self.tokenizer.encode(text)
+
     def model_inputs(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size}
 
@@ -686,6 +690,11 @@ class ParallelDataModule(TokenizedDataModule):
         """``<eos>``: ends every target, and a generation."""
         return self.special("<eos>")
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """A source sentence as the model reads it before translating: its tokens (at most half the block, as
+        in training) and ``<sep>``."""
+        return self.tokenizer.encode(text)[: self.block_size // 2] + [self.special("<sep>")]
+
     def special(self, token: str) -> int:
         """The id of ``<pad>``, ``<sep>`` or ``<eos>``: the tokenizer's own, or a pretrained tokenizer's stand-in."""
         own = self.tokenizer.tokenizer.token_to_id(token)
@@ -715,7 +724,6 @@ class ParallelDataModule(TokenizedDataModule):
         elif self.tokenizer is None:
             text = "\n".join(f"{a}\n{b}" for a, b in pairs["train"])
             self.tokenizer = BPETokenizer.train(text, self.vocab_size_requested, specials=self.SPECIALS)
-        sep = self.special("<sep>")
         for split in splits:
             dataset = self._encode(pairs[split])
             setattr(self, f"{split}_set", dataset)
@@ -723,8 +731,7 @@ class ParallelDataModule(TokenizedDataModule):
             target_chars = sum(len(b) + 1 for _, b in pairs[split])  # <eos> counts as the line's end
             self._note(split, "\n".join(f"{a}\t{b}" for a, b in pairs[split]), target_chars, target_tokens)
             if split != "train":
-                half = self.block_size // 2
-                self.prompts[split] = [(self.tokenizer.encode(a)[:half] + [sep], b) for a, b in pairs[split]]
+                self.prompts[split] = [(self.prompt_ids(a), b) for a, b in pairs[split]]
 
     def _encode(self, pairs: list[tuple[str, str]]) -> TensorDataset:
         pad, sep, eos = (self.special(t) for t in self.SPECIALS)
