@@ -176,10 +176,12 @@ def run_script(
     timeout: int = 600,
     env: dict | None = None,
     check: bool = True,
+    cwd: Path = ROOT,
 ):
-    """Run ``python src/<script> args`` as a user would; returns the CompletedProcess (check: exit 0)."""
+    """Run ``python src/<script> args`` as a user would (from ``cwd``, by default the checkout); returns the
+    CompletedProcess (check: exit 0)."""
     full_env = {**os.environ, "GENLAB_CACHE": str(tmp_path / "cache"), **(env or {})}
-    proc = run_bounded([sys.executable, str(ROOT / "src" / script), *args], timeout, cwd=ROOT, env=full_env)
+    proc = run_bounded([sys.executable, str(ROOT / "src" / script), *args], timeout, cwd=cwd, env=full_env)
     assert not check or proc.returncode == 0, (
         f"{script} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     )

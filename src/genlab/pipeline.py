@@ -65,6 +65,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_writable(output_dir)
     check_modality(cfg)
     check_train_config(cfg)
+    absolute_data_paths(cfg)
     get_class(cfg.model._target_).configure_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.get("test"):
@@ -118,6 +119,18 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         finish_wandb(loggers)
     write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
     return metrics
+
+
+def absolute_data_paths(cfg: DictConfig) -> None:
+    """``data.path`` and ``data.root`` typed relative to where ``train.py`` ran (``data.path=book.txt``) are made
+    absolute in the run's config, which its checkpoints store: ``eval.py``, ``sample.py`` and a resumed run then
+    find the data from any directory."""
+    for key in ("path", "root"):
+        value = cfg.data.get(key)
+        if isinstance(value, str) and "://" not in value:
+            path = Path(value).expanduser()
+            if not path.is_absolute() and path.exists():
+                cfg.data[key] = str(path.resolve())
 
 
 def check_test_split(datamodule: pl.LightningDataModule) -> None:
