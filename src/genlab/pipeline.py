@@ -291,9 +291,8 @@ def sample(cfg: DictConfig) -> Path:
         names = get_class(run_cfg.data._target_).class_names_from_checkpoint(checkpoint)
         written = sample_images(cfg, model, generator, out, names)
     elif isinstance(model, TextGenerator):
-        datamodule = instantiate(
-            run_cfg.data, _convert_="all"
-        )  # reads no data: its tokenizer and prompt format
+        # the run's datamodule, reading no data: its tokenizer and how it reads a prompt
+        datamodule = instantiate(run_cfg.data, _convert_="all")
         datamodule.tokenizer = datamodule.tokenizer_from_checkpoint(checkpoint)
         written = sample_text(cfg, model, datamodule, generator, out)
     else:
