@@ -297,18 +297,18 @@ def test_a_prompt_reaches_the_config_as_typed(text):
         ("data.root=/data/my images", "/data/my images", False),  # Hydra reads it as it is
         ("logger.wandb.name=β-VAE, run (2)", "β-VAE, run (2)", True),  # a name is a string too
         ("ckpt_path=null", None, False),  # Hydra's null stays null
-        (
-            "paths.data_dir=${paths.root_dir}/data",
-            "${paths.root_dir}/data",
-            False,
-        ),  # an interpolation stays one
+        ("data.root=${paths.data_dir}/x", "${paths.data_dir}/x", False),  # an interpolation stays one
     ],
 )
 def test_a_path_reaches_the_config_as_typed(arg, value, quoted):
     """A path is quoted only where Hydra could not read it as one value."""
     (typed,) = quoted_overrides([arg])
     assert typed_value([typed], resolve=False) == value and (typed != arg) == quoted
-    swept = ["-m", "data.path=/données/a.txt,/données/b.txt", "seed=1,2"]  # a multirun's comma is a sweep
+
+
+def test_a_multirun_sweep_of_paths_quotes_each_value():
+    """Under -m a comma is a sweep: each of its values is quoted where Hydra cannot read it."""
+    swept = ["-m", "data.path=/données/a.txt,/données/b.txt", "seed=1,2"]
     assert quoted_overrides(swept)[1:] == ["data.path='/données/a.txt','/données/b.txt'", "seed=1,2"]
     assert quoted_overrides(["-m", "data.path=a.txt,b.txt"]) == ["-m", "data.path=a.txt,b.txt"]
 
