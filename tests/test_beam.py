@@ -227,7 +227,14 @@ def test_sample_script_decodes_with_beam_search(translation_run, tmp_path):
     args += ["prompt='red dog'"]
     run_script("sample.py", args, tmp_path, env=ONE_THREAD)
     texts = (out / "samples.txt").read_text().split("\n\n")
-    assert len(texts) == 1 and texts[0].startswith("red dog")
+    # a run trained on pairs: the prompt is a source sentence, the one best beam its translation up to <eos>
+    _, checkpoint, run_cfg = load_run(str(translation_run["run"]))
+    model = instantiate(run_cfg.model, _convert_="all", beam_size=3, bleu_max_new_tokens=8)
+    model.load_state_dict(checkpoint["state_dict"])
+    dm = instantiate(run_cfg.data, _convert_="all")
+    dm.tokenizer = dm.tokenizer_from_checkpoint(checkpoint)
+    (expected,) = model.eval().translate([dm.prompt_ids("red dog")], dm.eos_id)
+    assert texts == [dm.tokenizer.decode(expected).strip()]
 
 
 def test_beam_size_below_one_is_refused():
