@@ -238,6 +238,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
             "leaves nothing to train",
         ),
+        "resume_untyped": (  # the run was trained with width 16: resuming at the default 64 would not load
+            "train.py",
+            [f"ckpt_path={gan_run}", "trainer.max_epochs=3"],
+            "model.generator.width=16 (now 64)",
+        ),
         "samples_in_subfolders": (
             "eval.py",
             [f"samples={tmp / 'by_class'}", "data=digits"],
@@ -281,7 +286,7 @@ CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
-    "gan_clipping", "eval_ckpt_train_split",
+    "gan_clipping", "eval_ckpt_train_split", "resume_untyped",
 ]  # fmt: skip
 
 

@@ -80,6 +80,59 @@ def check_resumable(path: str, cfg) -> dict[str, Any]:
     return checkpoint
 
 
+RUN_SECTIONS = ("model", "data")  # what a resumed run must share with the run it continues
+
+
+def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str]) -> None:
+    """A resumed run trains the model and data its checkpoint was trained on: a setting of ``model.*`` or
+    ``data.*`` that differs from the stored one and was not typed now (``model.loss=hinge`` left off when
+    resuming a hinge-loss run) is refused in one line naming the values to type. Typed ones change on purpose;
+    interpolated settings (compared where they come from) and ones filled in later (null) are not compared."""
+    from omegaconf import OmegaConf
+
+    stored = checkpoint.get(CONFIG_KEY) or {}
+    typed_keys = [arg.split("=", 1)[0].lstrip("+~") for arg in typed]
+    changed = []
+    for section in RUN_SECTIONS:
+        if section not in cfg or section not in stored:
+            continue
+        now = flat(OmegaConf.to_container(cfg[section], resolve=True), section)
+        raw = flat(OmegaConf.to_container(cfg[section], resolve=False), section)
+        before = flat(stored[section], section)
+        for key in [k for k in before if k in now]:
+            derived = isinstance(raw.get(key), str) and "${" in raw[key]  # compared where it comes from
+            chosen = any(key == t or key.startswith(f"{t}.") for t in typed_keys)
+            if now[key] != before[key] and now[key] is not None and not derived and not chosen:
+                changed.append((key, before[key], now[key]))
+    if changed:
+        shown = changed[:6]
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        was = ", ".join(f"{k}={v!r} (now {n!r})" for k, v, n in shown)
+        retype = " ".join(f"{k}={typed_value(v)}" for k, v, _ in shown)
+        raise ConfigError(
+            f"ckpt_path={path} was trained with {was}{more}: to train on as it was trained, type them "
+            f"({retype}); to change one on purpose, type its new value."
+        )
+
+
+def flat(tree: Any, prefix: str) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"<prefix>.a.b": 1}`` (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}.{key}").items()}
+
+
+def typed_value(value: Any) -> str:
+    """``value`` as a command-line override would give it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(typed_value(v) for v in value) + "]"
+    return str(value)
+
+
 def epochs_done(checkpoint: dict[str, Any]) -> int:
     """Training epochs a Lightning checkpoint has finished (a mid-epoch checkpoint's epoch is not)."""
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})

@@ -20,7 +20,13 @@ from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
 from genlab.callbacks.run_config import StoreConfig
 from genlab.callbacks.validation import ValidateAcrossEpochs
-from genlab.checkpoints import CONFIG_KEY, check_resumable, load_checkpoint, resolve_ckpt_path
+from genlab.checkpoints import (
+    CONFIG_KEY,
+    check_resumable,
+    check_same_run,
+    load_checkpoint,
+    resolve_ckpt_path,
+)
 from genlab.checks import (
     ConfigError,
     asked_labels,
@@ -77,7 +83,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     organise_wandb_runs(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
     if ckpt_path:
-        continue_logged_run(cfg, check_resumable(ckpt_path, cfg))
+        checkpoint = check_resumable(ckpt_path, cfg)
+        if (typed := typed_overrides()) is not None:
+            check_same_run(ckpt_path, cfg, checkpoint, typed)
+        continue_logged_run(cfg, checkpoint)
 
     image_metrics = select_metrics(cfg, model)
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -119,6 +128,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         finish_wandb(loggers)
     write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
     return metrics
+
+
+def typed_overrides() -> list[str] | None:
+    """The overrides typed for this job (Hydra's), or None when the config was composed outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def absolute_data_paths(cfg: DictConfig) -> None:
