@@ -169,31 +169,30 @@ def is_string_key(name: str) -> bool:
     return name in STRING_KEYS or name.endswith(("_path", "_root", "_dir", "_name"))
 
 
+def hydra_reads(value: str) -> tuple[bool, Any]:
+    """(whether Hydra can read ``key=<value>``, what it reads: a value, a sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return True, OverridesParser.create().parse_override(f"key={value}").value()
+    except HydraException:
+        return False, None
+
+
 def one_hydra_value(value: str, sweeps: bool = False) -> bool:
     """Whether Hydra reads ``value``, unquoted, as one value (not a syntax error; not a sweep unless
     ``sweeps``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Sweep
-    from hydra.errors import HydraException
 
-    try:
-        parsed = OverridesParser.create().parse_override(f"key={value}").value()
-    except HydraException:
-        return False
-    return sweeps or not isinstance(parsed, Sweep)
+    readable, parsed = hydra_reads(value)
+    return readable and (sweeps or not isinstance(parsed, Sweep))
 
 
 def hydra_quoted(value: str) -> bool:
-    """Whether ``value`` is one Hydra quoted string (``'...'`` or ``"..."``)."""
-    if len(value) < 2 or value[0] not in "'\"" or value[-1] != value[0]:
-        return False
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        return isinstance(OverridesParser.create().parse_override(f"key={value}").value(), str)
-    except HydraException:  # not one quoted string, e.g. 'a'b'
-        return False
+    """Whether ``value`` is one Hydra quoted string (``'...'`` or ``"..."``; not ``'a'b'``)."""
+    quoted = len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]
+    return quoted and isinstance(hydra_reads(value)[1], str)
 
 
 def hydra_quote(text: str, literal: bool = False) -> str:
