@@ -17,9 +17,10 @@ os.environ.setdefault("GENLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)  # the config's own mistakes, before torch and Lightning are imported
-    from genlab.pipeline import train  # deferred: `--help` and config errors stay fast
+    from genlab.pipeline import compose_resumed, train  # deferred: `--help` and config errors stay fast
 
-    metrics = train(cfg)
+    cfg, overrides = compose_resumed(cfg)  # ckpt_path=<run> alone: the run as it was composed
+    metrics = train(cfg, overrides=overrides)
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 
 

@@ -169,6 +169,17 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         )
         measured = json.loads((tmp_path / "e" / "metrics.json").read_text())["val/loss"]
         assert measured != json.loads((run / "metrics.json").read_text())["val/loss"]
+        # resumed from the checkout with a longer budget and nothing else retyped: it trains on as it was trained
+        resumed = tmp_path / "resumed"
+        run_script(
+            "train.py", [f"ckpt_path={run}", "trainer.max_epochs=3", f"hydra.run.dir={resumed}"], tmp_path
+        )
+        before, after = (
+            torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, resumed)
+        )
+        assert (before["global_step"], after["global_step"]) == (6, 9)
+        assert after["genlab_config"]["model"] == before["genlab_config"]["model"]
+        assert after["genlab_config"]["data"]["path"] == str(book)
     unseen = run_script(
         "sample.py", [*sample, 'prompt="Жили"', f"hydra.run.dir={tmp_path / 's2'}"], tmp_path, check=False
     )
@@ -238,9 +249,9 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
             "leaves nothing to train",
         ),
-        "resume_untyped": (  # the run was trained with width 16: resuming at the default 64 would not load
+        "resume_untyped": (  # retyped without width 16: the default 64 would not load
             "train.py",
-            [f"ckpt_path={gan_run}", "trainer.max_epochs=3"],
+            [f"ckpt_path={gan_run}", "model=gan", "trainer.max_epochs=3"],
             "model.generator.width=16 (now 64)",
         ),
         "samples_in_subfolders": (

@@ -124,9 +124,12 @@ def test_signal_saves_a_checkpoint_then_resume_finishes(signum, tmp_path):
     saved = load(last)
     assert saved["global_step"] == 60, "saved mid-run, after the batch the signal came in"
     assert not (run / "metrics.json").exists(), "the run did not pretend to finish"
-    run_script(
-        "train.py", [*args[:-1], f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path
-    )
+    resume = [
+        f"ckpt_path={run}",
+        "++callbacks.hold=null",
+        f"hydra.run.dir={tmp_path / 'resumed'}",
+    ]  # no probe
+    run_script("train.py", resume, tmp_path)
     assert load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["epoch"] == 2
 
 
@@ -327,6 +330,31 @@ def test_secrets_stay_out_of_configs_and_checkpoints(tmp_path, monkeypatch):
         if path.is_file():
             data = path.read_bytes()
             assert secret.encode() not in data and b"hf_abcdefgh123" not in data, path
+
+
+def test_a_resume_composes_the_stored_overrides_with_those_typed_now(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from genlab.checkpoints import portable_overrides, resume_overrides
+
+    stored = ["model=gpt", "data=text_file", "data.path='/b/livre (1).txt'", "trainer.max_steps=6"]
+    stored += ["ckpt_path=/old/run", "paths.log_dir=/elsewhere", "~model.net.dropout"]
+    stored += ["+callbacks.hold._target_=a.B", "+callbacks.hold.step=3"]
+    typed = ["ckpt_path=/new/run", "trainer.max_steps=9", "+model.x=1", "++callbacks.hold=null"]
+    assert resume_overrides(typed, stored) == [*stored[:3], *stored[6:], *typed]
+    assert resume_overrides(["ckpt_path=/r", "model=gpt"], stored) is None, "retyped: checked instead"
+    assert resume_overrides(["ckpt_path=/r", "experiment=gpt_multi30k"], stored) is None
+    assert resume_overrides(["ckpt_path=/r"], None) is None, "an older checkpoint stores none"
+
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-0123456789")
+    cfg = OmegaConf.create({"data": {"path": str(tmp_path / "livre (1).txt")}})
+    typed = [
+        "data.path='livre (1).txt'",
+        "+logger.wandb.api_key=abc",
+        "+notes=wandb-secret-0123456789",
+        "seed=3",
+    ]
+    assert portable_overrides(typed, cfg) == [f"data.path='{tmp_path / 'livre (1).txt'}'", "seed=3"]
 
 
 def test_redaction_keeps_ordinary_keys():

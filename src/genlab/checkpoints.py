@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from genlab.errors import CheckpointError, ConfigError
 
 CONFIG_KEY = "genlab_config"
+OVERRIDES_KEY = "genlab_overrides"  # the command-line overrides the run was composed from
 
 
 def resolve_ckpt_path(ckpt_path: str | None, search_dirs: tuple[Path, ...] = ()) -> str | None:
@@ -81,15 +83,53 @@ def check_resumable(path: str, cfg) -> dict[str, Any]:
 
 
 RUN_SECTIONS = ("model", "data")  # what a resumed run must share with the run it continues
+RUN_GROUPS = ("model", "data", "experiment")  # choosing one of these on resuming retypes the run
+
+
+def resume_overrides(typed: list[str], stored: list[str] | None) -> list[str] | None:
+    """What a run resumed with the overrides ``typed`` (``ckpt_path=<run> trainer.max_steps=4000``) is composed
+    from when they choose no model, data or experiment: the overrides its checkpoint stores, then those typed
+    now (``++callbacks.x=null`` drops what stored ones added), less any stored for a key typed now, an old
+    ``ckpt_path`` and ``paths.log_dir`` (where runs go: this command's). None where the run is retyped (then
+    checked by :func:`check_same_run`) or the checkpoint stores none (written before genlab did)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = {override.key_or_group for override in parser.parse_overrides(typed)}
+    if stored is None or keys & set(RUN_GROUPS):
+        return None
+    replaced = keys | {"ckpt_path", "paths.log_dir"}
+    kept = [line for line, o in zip(stored, parser.parse_overrides(stored)) if o.key_or_group not in replaced]
+    return kept + typed
+
+
+def portable_overrides(overrides: list[str], cfg) -> list[str]:
+    """``overrides`` as a checkpoint stores them: ``data.path``/``data.root`` as the run resolved them
+    (absolute, so a resumed run finds the data from any directory), secrets left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from genlab.cli import hydra_quote
+    from genlab.utils.secrets import redact
+
+    stored = []
+    for line, override in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        key = override.key_or_group
+        named = {key.rsplit(".", 1)[-1]: line}
+        if redact(named) != named:  # a secret's key (api_key, hub_token) or value (that of WANDB_API_KEY)
+            continue
+        value = OmegaConf.select(cfg, key) if key in ("data.path", "data.root") else None
+        if isinstance(value, str) and not override.is_delete():
+            line = f"{override.get_key_element()}={hydra_quote(value)}"
+        stored.append(line)
+    return stored
 
 
 def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str]) -> None:
     """A resumed run trains the model and data its checkpoint was trained on: a setting of ``model.*`` or
     ``data.*`` that differs from the stored one and was not typed now (``model.loss=hinge`` left off when
-    resuming a hinge-loss run) is refused in one line naming the values to type. Typed ones change on purpose;
+    resuming a hinge-loss run) is refused in one line naming the values to type. Typed ones change on purpose,
+    as do all of a section whose group is typed with another class (``data=mnist`` on a ``digits`` run);
     interpolated settings (compared where they come from) and ones filled in later (null) are not compared."""
-    from omegaconf import OmegaConf
-
     stored = checkpoint.get(CONFIG_KEY) or {}
     typed_keys = [arg.split("=", 1)[0].lstrip("+~") for arg in typed]
     changed = []
@@ -99,9 +139,12 @@ def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str])
         now = flat(OmegaConf.to_container(cfg[section], resolve=True), section)
         raw = flat(OmegaConf.to_container(cfg[section], resolve=False), section)
         before = flat(stored[section], section)
+        same_class = now.get(f"{section}._target_") == before.get(f"{section}._target_")
+        # model=gan retyped on a GAN run: its values are compared; a group of another class changes them all
+        chosen_keys = [t for t in typed_keys if not (t == section and same_class)]
         for key in [k for k in before if k in now]:
             derived = isinstance(raw.get(key), str) and "${" in raw[key]  # compared where it comes from
-            chosen = any(key == t or key.startswith(f"{t}.") for t in typed_keys)
+            chosen = any(key == t or key.startswith(f"{t}.") for t in chosen_keys)
             if now[key] != before[key] and now[key] is not None and not derived and not chosen:
                 changed.append((key, before[key], now[key]))
     if changed:
