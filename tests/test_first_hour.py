@@ -205,6 +205,7 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
     Image.new("RGB", (8, 8)).save(tmp / "by_class" / "a" / "0.png")
     with zipfile.ZipFile(tmp / "novel.epub", "w") as book:  # a user's e-book, as shops sell them
         book.writestr("mimetype", "application/epub+zip")
+    (tmp / "corpus.jsonl").write_text('{"id": 1, "content": "A first document."}\n')  # not the default field
     broken = tmp / "broken.ckpt"
     broken.write_bytes((gan_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
     return {
@@ -285,6 +286,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             ["model=gpt", "data=text_file", f"data.path={tmp / 'novel.epub'}"],
             "novel.epub is a ZIP archive (as EPUB, DOCX and ODT documents are), not plain text: extract its text",
         ),
+        "jsonl_field": (
+            "train.py",
+            ["model=gpt", "data=text_file", f"data.path={tmp / 'corpus.jsonl'}"],
+            "line 1 has no text field 'text': set data.text_field to one of content",
+        ),
         "csv_flush": (
             "train.py",
             ["logger.csv.flush_seconds=soon"],
@@ -297,7 +303,7 @@ CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
-    "gan_clipping", "eval_ckpt_train_split", "resume_untyped",
+    "gan_clipping", "eval_ckpt_train_split", "resume_untyped", "jsonl_field",
 ]  # fmt: skip
 
 

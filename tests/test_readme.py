@@ -151,7 +151,17 @@ def places(tmp_path_factory, fid_weights) -> dict:
     book = (DATA / "tinyshakespeare" / "input.txt").read_text()[:100_000]
     files = image_files(root / "files", fid_weights)
     files["<gpt2-folder>"] = write_tiny_gpt2(root / "gpt2", book, n_positions=256)  # model.init_from offline
-    return {"data": data, "runs": runs, "weights": fid_weights, "files": files, "shards": shards}
+    jsonl = root / "corpus.jsonl"  # the book's speeches as records, as a corpus exports them
+    speeches = [{"id": i, "text": speech} for i, speech in enumerate(book.split("\n\n"))]
+    jsonl.write_text("".join(json.dumps(record) + "\n" for record in speeches))
+    return {
+        "data": data,
+        "runs": runs,
+        "weights": fid_weights,
+        "files": files,
+        "shards": shards,
+        "jsonl": jsonl,
+    }
 
 
 def image_files(folder: Path, weights: Path) -> dict[str, Path]:
@@ -223,7 +233,7 @@ def point_at_test_data(arg: str, cfg: DictConfig | None, places: dict) -> str:
     if arg.startswith("data.root=") and cfg is not None:
         return f"data.root={places['data'][DATA_ROOTS[cfg.data._target_.rsplit('.', 1)[-1]]]}"
     if arg.startswith("data.path="):
-        return f"data.path={DATA / 'tinyshakespeare' / 'input.txt'}"
+        return f"data.path={places['jsonl'] if arg.endswith('.jsonl') else DATA / 'tinyshakespeare' / 'input.txt'}"
     return arg.replace("../shared", str(SHARED))
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import json
 import logging
 import math
 import os
@@ -174,6 +175,18 @@ def test_text_in_utf16_utf32_or_gzip_under_any_name_reads_as_text(tmp_path):
         ("book.docx", b"PK\x03\x04\x14\x00", r"is a ZIP archive .*`pandoc book.docx -t plain -o book.txt`"),
         ("book.txt", bytes(range(256)) * 4, "is a binary file, not text"),
         ("book.txt.gz", gzip.compress(os.urandom(4000))[:2000], "is a damaged gzip file"),
+        (
+            "train-00000.parquet",
+            b"PAR1\x15\x04" + bytes(64),
+            r"is a Parquet table .*read_parquet\('train-00000.parquet'\).to_json\('train-00000.jsonl'",
+        ),
+        ("corpus.jsonl", b'{"text": "a"}\n{"text": b}\n', r"line 2 is not JSON \(Expecting value\)"),
+        ("corpus.jsonl", b'{"text": "a"}\n[1, 2]\n', r"line 2 is list, not an object with a text field"),
+        (
+            "rows.json",
+            b'[{"text": "a"}, {"body": "b", "n": 3}]',
+            r"record 2 has no text field 'text': .*one of body\.",
+        ),
     ],
 )
 def test_documents_and_binary_files_are_refused_with_the_fix(tmp_path, name, data, message):
@@ -203,6 +216,28 @@ def test_a_folder_of_chapters_is_one_text_in_path_order(tmp_path):
     single = tmp_path / "one.txt"
     single.write_text("Alone.\n")
     assert TextFileDataModule(path=str(single)).load_text() == "Alone.\n", "one file: its text as it is"
+
+
+def test_json_lines_records_are_documents(tmp_path):
+    """A JSON Lines corpus (records of a text field and others, blank lines skipped), gzipped or not, a JSON list
+    of records or of strings, alone or in a folder: each record's text is a document, a blank line between."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    records = [{"id": 1, "text": "Premier doc.\n", "lang": "fr"}, {"id": 2, "text": "Second, 東京 😀"}]
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    (corpus / "a.jsonl").write_text(lines[0] + "\n\n" + lines[1] + "\n", encoding="utf-8")
+    assert TextFileDataModule(path=str(corpus / "a.jsonl")).load_text() == "Premier doc.\n\nSecond, 東京 😀"
+    with gzip.open(corpus / "b.ndjson.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"content": "Troisième"}) + "\n")
+    (corpus / "c.json").write_text(json.dumps([{"content": "Quatrième"}, "Cinquième"]))
+    (corpus / "d.txt").write_text("Sixième, en texte.\n")
+    folder = TextFileDataModule(path=str(corpus), text_field="content")
+    with pytest.raises(
+        ValueError, match=r"a.jsonl: line 1 has no text field 'content': .*one of text, lang\."
+    ):
+        folder.load_text()
+    (corpus / "a.jsonl").unlink()
+    assert folder.load_text() == "Troisième\n\nQuatrième\n\nCinquième\n\nSixième, en texte."
 
 
 def test_a_folder_of_chapters_trains_as_typed(tmp_path):

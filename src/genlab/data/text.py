@@ -416,18 +416,22 @@ class TextDataModule(TokenizedDataModule):
 
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")  # and the same gzipped (.txt.gz), and names without one
+RECORD_SUFFIXES = (".jsonl", ".ndjson", ".json")  # records whose `data.text_field` holds a document each
 
 
 class TextFileDataModule(TextDataModule):
     """Any UTF-8 text file (e.g. tiny shakespeare), or a folder of them (a book's chapters): its text files
     (``TEXT_SUFFIXES``, gzipped too, or no suffix as `split` writes; hidden ones skipped), subfolders included,
-    in path order, joined by a blank line. The splits are contiguous either way: validation is the end."""
+    in path order, joined by a blank line. JSON Lines and JSON files (``RECORD_SUFFIXES``, as corpora and
+    Hugging Face datasets export them) give the ``text_field`` of each record, a document each, joined the same
+    way. The splits are contiguous either way: validation is the end."""
 
     name = "text_file"
 
-    def __init__(self, path: str | None = None, **kwargs):
+    def __init__(self, path: str | None = None, text_field: str = "text", **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path).expanduser() if path else None
+        self.text_field = text_field
 
     def files(self) -> list[Path]:
         """The text files ``data.path`` names: itself, or those of the folder in path order."""
@@ -445,22 +449,29 @@ class TextFileDataModule(TextDataModule):
             p
             for p in self.path.rglob("*")
             if p.is_file()
-            and (not p.suffix or p.name.lower().removesuffix(".gz").endswith(TEXT_SUFFIXES))
+            and (not p.suffix or p.name.lower().removesuffix(".gz").endswith(TEXT_SUFFIXES + RECORD_SUFFIXES))
             and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
         )
         if not files:
             raise DatasetNotFoundError(
-                f"data.path={self.path} holds no text files ({', '.join(TEXT_SUFFIXES)}, gzipped, or without a suffix): "
+                f"data.path={self.path} holds no text files ({', '.join(TEXT_SUFFIXES + RECORD_SUFFIXES)}, gzipped, "
+                "or without a suffix): "
                 "give a UTF-8 text file or a folder of them."
             )
         return files
 
     def load_text(self) -> str:
-        texts = [read_text(f) for f in self.files()]
+        texts = [self.read(f) for f in self.files()]
         text = texts[0] if len(texts) == 1 else "\n\n".join(t.strip("\n") for t in texts)
         if not text.strip():
             raise DataError(f"data.path={self.path} holds no text: give a UTF-8 text file to train on.")
         return text
+
+    def read(self, path: Path) -> str:
+        """The text of one file: as it is, or a JSON (Lines) file's records, a blank line between them."""
+        if path.name.lower().removesuffix(".gz").endswith(RECORD_SUFFIXES):
+            return "\n\n".join(doc.strip("\n") for doc in read_records(path, self.text_field))
+        return read_text(path)
 
 
 class TextDocsDataModule(TextDataModule):
@@ -486,6 +497,11 @@ DOCUMENTS = {  # leading bytes: (what the file is, the command that extracts its
     b"PK\x03\x04": (
         "a ZIP archive (as EPUB, DOCX and ODT documents are)",
         "pandoc {name} -t plain -o {stem}.txt",
+    ),
+    b"PAR1": (
+        "a Parquet table (as Hugging Face datasets store them)",
+        "python -c \"import pandas; pandas.read_parquet('{name}').to_json('{stem}.jsonl', orient='records', "
+        'lines=True, force_ascii=False)"',
     ),
 }
 
@@ -518,6 +534,55 @@ def read_text(path: Path) -> str:
             f"{path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
         ) from None
+
+
+def read_records(path: Path, field: str) -> list[str]:
+    """The ``field`` of each record of a JSON Lines file (an object per line; blank lines skipped) or of a JSON
+    file holding a list of them; a record that is a string is its own text. A line that is not JSON, or a record
+    without the field, is one error naming the line and the fix."""
+    text = read_text(path)
+    whole = _json_document(text) if path.name.lower().removesuffix(".gz").endswith(".json") else None
+    if whole is not None:
+        numbered, where = list(enumerate(whole if isinstance(whole, list) else [whole], start=1)), "record"
+    else:
+        numbered, where = _json_lines(path, text), "line"
+    texts = []
+    for number, record in numbered:
+        if isinstance(record, dict) and isinstance(record.get(field), str):
+            texts.append(record[field])
+        elif isinstance(record, str):
+            texts.append(record)
+        elif isinstance(record, dict):
+            keys = [k for k, v in record.items() if isinstance(v, str)]
+            choose = f": set data.text_field to one of {', '.join(keys)}" if keys else ""
+            raise DataError(f"{path}: {where} {number} has no text field {field!r}{choose}.")
+        else:
+            kind = type(record).__name__
+            raise DataError(f"{path}: {where} {number} is {kind}, not an object with a text field.")
+    return texts
+
+
+def _json_document(text: str) -> Any:
+    """``text`` as one JSON document; None where it is not one (JSON Lines under a ``.json`` name)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_lines(path: Path, text: str) -> list[tuple[int, Any]]:
+    """(line number, record) of each non-blank line of JSON Lines ``text``."""
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: line {number} is not JSON ({err.msg}): give one JSON object per line (JSON Lines)."
+            ) from None
+    return records
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
