@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import math
 import re
+import tracemalloc
 import warnings
 import zipfile
 
@@ -26,6 +27,7 @@ from genlab.data.images import (
     _read_idx_images,
     bundled_digits,
 )
+from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle
 from genlab.data.stream import decode_image
 from genlab.errors import ConfigError
 from genlab.pipeline import train
@@ -388,3 +390,37 @@ def test_a_folder_too_small_to_split_says_how_many_images_it_needs(tmp_path):
         ImageFolderDataModule(root=str(tmp_path), resolution=8).setup()
     with pytest.raises(ConfigError, match=r"at least 3$"):
         ImageFolderDataModule(root=str(tmp_path), resolution=8, test_fraction=0.1).setup()
+
+
+@pytest.mark.parametrize("size, world", [(10, 3), (2, 4), (1000, 2)])
+def test_training_shuffles_shard_across_processes_as_lightnings_wrapper_did(size, world):
+    """Each process reads what Lightning's DistributedSamplerWrapper gave it before the samplers sharded
+    themselves: the same epoch's order, padded with its first indices, every world-th from the rank."""
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    lengths = torch.randint(1, 50, (size,), generator=torch.Generator().manual_seed(0))
+    for make in (
+        lambda **p: EpochShuffle(size, 5, **p),
+        lambda **p: LengthGroupedShuffle(lengths, 2, 5, 2, **p),
+    ):
+        one = make(num_replicas=1, rank=0)
+        one.set_epoch(3)
+        for rank in range(world):
+            ours, theirs = (
+                make(num_replicas=world, rank=rank),
+                DistributedSamplerWrapper(one, world, rank, False),
+            )
+            ours.set_epoch(3)
+            theirs.set_epoch(3)
+            assert list(ours) == list(theirs) and len(ours) == len(theirs) == -(-size // world)
+
+
+def test_a_shuffle_of_millions_of_examples_holds_no_list_of_them():
+    """The windows of a long text are tens of millions of examples: their order stays one tensor, handed out a
+    chunk at a time (a list of 10M Python ints took ~400 MB)."""
+    sampler = EpochShuffle(10_000_000, seed=1, num_replicas=1, rank=0)
+    tracemalloc.start()
+    count = sum(1 for _ in sampler)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 10_000_000 and peak < 16 * 2**20, f"{peak / 2**20:.0f} MB of Python objects"
