@@ -240,6 +240,48 @@ def test_json_lines_records_are_documents(tmp_path):
     assert folder.load_text() == "Troisième\n\nQuatrième\n\nCinquième\n\nSixième, en texte."
 
 
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_the_token_cache_keeps_a_texts_tokenizer_and_tokens_until_the_text_changes(
+    tokenizer, tmp_path, monkeypatch, caplog
+):
+    book, cache = tmp_path / "book.txt", tmp_path / "tokens"
+    book.write_text(SHAKESPEARE.read_text()[:20_000])
+    options = {
+        "path": str(book),
+        "tokenizer": tokenizer,
+        "vocab_size": 300,
+        "block_size": 16,
+        "token_cache": str(cache),
+    }
+    first = TextFileDataModule(**options)
+    first.setup()
+    assert len(list(cache.glob("tokenizer-*.json"))) == 1 and len(list(cache.glob("tokens-*.npy"))) == 2
+
+    def not_again(*args):
+        raise AssertionError("learned or encoded again despite the cache")
+
+    kind = type(first.tokenizer)
+    monkeypatch.setattr(kind, "encode", not_again)
+    monkeypatch.setattr(kind, "train", not_again)
+    again = TextFileDataModule(**options)
+    again.setup()
+    assert torch.equal(again.train_tokens, first.train_tokens) and torch.equal(
+        again.val_tokens, first.val_tokens
+    )
+    assert again.tokenizer.to_json() == first.tokenizer.to_json() and again.split_id("val") == first.split_id(
+        "val"
+    )
+
+    monkeypatch.undo()
+    next(cache.glob("tokens-*.npy")).write_bytes(b"damaged")
+    with caplog.at_level(logging.WARNING):
+        TextFileDataModule(**options).setup()
+    assert "unreadable" in caplog.text
+    book.write_text(SHAKESPEARE.read_text()[20_000:40_000])  # another text: its own entries
+    TextFileDataModule(**options).setup()
+    assert len(list(cache.glob("tokens-*.npy"))) == 4
+
+
 def test_a_folder_of_chapters_trains_as_typed(tmp_path):
     chapters = tmp_path / "chapters"
     chapters.mkdir()

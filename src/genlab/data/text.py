@@ -15,19 +15,31 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from genlab.data.base import GenlabDataModule
 from genlab.data.sampling import EpochShuffle, LengthGroupedShuffle, carve, eval_sampler, train_loader
 from genlab.errors import CheckpointError, ConfigError, DataError, DatasetNotFoundError
+from genlab.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 MULTI30K_URL = "https://github.com/multi30k/dataset"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(*parts: Any) -> str:
+    """A short key for a cache entry made from ``parts`` (digests, options)."""
+    return sha256(json.dumps(parts))[:16]
 
 
 class CharTokenizer:
@@ -225,7 +237,7 @@ class TokenizedDataModule(GenlabDataModule):
         hash of the split's source text, the tokenizer and the block size."""
         self._require(split)
         key = "\n".join([self._digests[split], self.tokenizer.to_json(), str(self.block_size)])
-        return f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        return f"{self.name}-{split}-{sha256(key)[:8]}"
 
     def setup(self, stage: str | None = None) -> None:
         if self._encoded:
@@ -239,9 +251,9 @@ class TokenizedDataModule(GenlabDataModule):
     def _encode_splits(self) -> None:
         raise NotImplementedError
 
-    def _note(self, split: str, source: str, chars: int, tokens: int) -> None:
-        """Records ``split``'s source text (hashed, for :meth:`split_id`) and its characters per token."""
-        self._digests[split] = hashlib.sha256(source.encode()).hexdigest()
+    def _note(self, split: str, digest: str, chars: int, tokens: int) -> None:
+        """Records the SHA-256 of ``split``'s source text (for :meth:`split_id`) and its characters per token."""
+        self._digests[split] = digest
         self._chars_per_token[split] = chars / max(tokens, 1)
 
     def _no_test_message(self) -> str:
@@ -313,7 +325,10 @@ class TokenizedDataModule(GenlabDataModule):
 class TextDataModule(TokenizedDataModule):
     """Splits a text into contiguous train | val | test parts and tokenises each once.
 
-    val is the ``val_fraction`` after the training part, test the last ``test_fraction`` (none at 0).
+    val is the ``val_fraction`` after the training part, test the last ``test_fraction`` (none at 0). With
+    ``token_cache`` (a folder) the tokenizer learned from a text and each split's tokens are kept there, keyed
+    by the text and the options that shape them, and reused while they are unchanged: a 100 MB text is
+    tokenised once, not by every run, sweep job and evaluation (BPE: about 2 minutes here).
     """
 
     name = "text"
@@ -330,6 +345,7 @@ class TextDataModule(TokenizedDataModule):
         num_workers: int = 0,
         save_dir: str | None = None,
         seed: int = 0,
+        token_cache: str | None = None,
     ):
         if not (val_fraction > 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
             raise ConfigError(
@@ -339,6 +355,7 @@ class TextDataModule(TokenizedDataModule):
         super().__init__(block_size, batch_size, num_workers, save_dir, seed)
         self.tokenizer_kind, self.requested_vocab = tokenizer, vocab_size  # char | bpe | a pretrained one
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.token_cache = Path(token_cache).expanduser() if token_cache else None
         self.train_tokens: torch.Tensor | None = None
         self.val_tokens: torch.Tensor | None = None
         self.test_tokens: torch.Tensor | None = None
@@ -360,19 +377,46 @@ class TextDataModule(TokenizedDataModule):
             "val": text[val_start:test_start],
             "test": text[test_start:] if self.has_test_split else None,
         }
+        digests = {split: sha256(part) for split, part in parts.items() if part is not None}
         if self.tokenizer is None and self.tokenizer_kind not in TOKENIZERS:
             self.tokenizer = pretrained_tokenizer(self.tokenizer_kind)
         elif self.tokenizer is None:
             # char: every character of the whole text, as nanoGPT, so a symbol that occurs only in the
             # validation part still encodes; BPE learns its merges on the training part and covers any
             # text with its byte alphabet.
-            source = text if self.tokenizer_kind == "char" else parts["train"]
-            self.tokenizer = TOKENIZERS[self.tokenizer_kind].train(source, self.requested_vocab)
+            char = self.tokenizer_kind == "char"
+            learned_from = sha256(text) if char else digests["train"]
+            self.tokenizer = self._cached(
+                f"tokenizer-{cache_key(learned_from, self.tokenizer_kind, self.requested_vocab)}.json",
+                lambda: TOKENIZERS[self.tokenizer_kind].train(
+                    text if char else parts["train"], self.requested_vocab
+                ),
+                save=lambda tokenizer, f: f.write(tokenizer.to_json().encode()),
+                load=lambda path: tokenizer_from_json(path.read_text()),
+            )
         for split, part in parts.items():
             if part is not None:
-                tokens = torch.tensor(self.tokenizer.encode(part), dtype=torch.int32)
+                tokens = self._cached(
+                    f"tokens-{cache_key(digests[split], self.tokenizer.to_json())}.npy",
+                    lambda part=part: torch.tensor(self.tokenizer.encode(part), dtype=torch.int32),
+                    save=lambda tokens, f: np.save(f, tokens.numpy()),
+                    load=lambda path: torch.from_numpy(np.load(path)),
+                )
                 setattr(self, f"{split}_tokens", tokens)
-                self._note(split, part, len(part), len(tokens))
+                self._note(split, digests[split], len(part), len(tokens))
+
+    def _cached(self, name: str, make: Callable[[], T], save: Callable, load: Callable[[Path], T]) -> T:
+        """``make()``, or what ``token_cache`` holds under ``name`` (written there on a miss)."""
+        path = self.token_cache / name if self.token_cache is not None else None
+        if path is not None and path.is_file():
+            try:
+                return load(path)
+            except (OSError, ValueError, KeyError) as err:  # damaged: made and written again
+                log.warning("token cache %s unreadable (%s): encoding again", path, err)
+        made = make()
+        if path is not None:
+            atomic_write(path, lambda f: save(made, f))
+        return made
 
     def _no_test_message(self) -> str:
         return (
@@ -794,7 +838,9 @@ class ParallelDataModule(TokenizedDataModule):
             setattr(self, f"{split}_set", dataset)
             target_tokens = int((dataset.tensors[1] != -100).sum())  # target tokens and <eos>
             target_chars = sum(len(b) + 1 for _, b in pairs[split])  # <eos> counts as the line's end
-            self._note(split, "\n".join(f"{a}\t{b}" for a, b in pairs[split]), target_chars, target_tokens)
+            self._note(
+                split, sha256("\n".join(f"{a}\t{b}" for a, b in pairs[split])), target_chars, target_tokens
+            )
             if split != "train":
                 self.prompts[split] = [(self.prompt_ids(a), b) for a, b in pairs[split]]
 
