@@ -169,17 +169,25 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         )
         measured = json.loads((tmp_path / "e" / "metrics.json").read_text())["val/loss"]
         assert measured != json.loads((run / "metrics.json").read_text())["val/loss"]
-        # resumed from the checkout with a longer budget and nothing else retyped: it trains on as it was trained
+        # resumed from the checkout, the run's options not retyped: a longer budget and a GPT's own setting
         resumed = tmp_path / "resumed"
-        run_script(
-            "train.py", [f"ckpt_path={run}", "trainer.max_epochs=3", f"hydra.run.dir={resumed}"], tmp_path
-        )
+        again = [
+            f"ckpt_path={run}",
+            "trainer.max_epochs=3",
+            "model.weight_decay=0.05",
+            f"hydra.run.dir={resumed}",
+        ]
+        run_script("train.py", again, tmp_path)
         before, after = (
             torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, resumed)
         )
         assert (before["global_step"], after["global_step"]) == (6, 9)
-        assert after["genlab_config"]["model"] == before["genlab_config"]["model"]
+        model = before["genlab_config"]["model"]
+        model["weight_decay"] = model["optimizer"]["weight_decay"] = 0.05  # the optimizer's is interpolated
+        assert after["genlab_config"]["model"] == model
         assert after["genlab_config"]["data"]["path"] == str(book)
+        decays = [group["weight_decay"] for group in after["optimizer_states"][0]["param_groups"]]
+        assert decays == [0.05, 0.0], "the setting typed now, not the checkpoint's 0.1"
     unseen = run_script(
         "sample.py", [*sample, 'prompt="Жили"', f"hydra.run.dir={tmp_path / 's2'}"], tmp_path, check=False
     )

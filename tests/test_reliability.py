@@ -85,6 +85,20 @@ def test_resume_reproduces_the_uninterrupted_run(family, tmp_path):
     assert last_val == val_rows(tmp_path / "resumed")[-1], "the same validation metrics at the end"
 
 
+def test_a_learning_rate_typed_on_resume_replaces_the_checkpoints(tmp_path):
+    """Lightning restores each param group's settings with the optimizer state: a typed model.lr was ignored.
+    The schedule's position is kept: the rate is the new base rate times the same factor."""
+    args = [*FAMILY_ARGS["gpt"], "model.warmup_steps=20"]
+    train(compose_train([*args, "trainer.max_epochs=1"], tmp_path / "run"))
+    before = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    resume = [*args, "trainer.max_epochs=2", "model.lr=2e-5", f"ckpt_path={tmp_path / 'run'}"]
+    train(compose_train(resume, tmp_path / "resumed"))
+    after = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    (old,), (new,) = (c["optimizer_states"][0]["param_groups"][:1] for c in (before, after))
+    assert old["initial_lr"] != 2e-5 and new["initial_lr"] == 2e-5 and 0 < new["lr"] <= 2e-5
+    assert after["lr_schedulers"][0]["base_lrs"] == [2e-5, 2e-5]
+
+
 def test_ckpt_path_last_finds_the_newest_run(tmp_path):
     train(compose_train(QUICK, tmp_path / "logs" / "old"))
     train(compose_train([*QUICK, "trainer.max_epochs=3"], tmp_path / "logs" / "new"))

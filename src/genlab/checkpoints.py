@@ -103,6 +103,16 @@ def resume_overrides(typed: list[str], stored: list[str] | None) -> list[str] | 
     return kept + typed
 
 
+def stored_overrides(ckpt_path: str, log_dir: Path) -> list[str] | None:
+    """The overrides stored in the checkpoint ``ckpt_path`` names (``last``: the newest under ``log_dir``);
+    None where it stores none or cannot be read (the run then says why)."""
+    try:
+        path = resolve_ckpt_path(ckpt_path, (log_dir,))
+        return load_checkpoint(path, mmap=True).get(OVERRIDES_KEY)
+    except CheckpointError:
+        return None
+
+
 def portable_overrides(overrides: list[str], cfg) -> list[str]:
     """``overrides`` as a checkpoint stores them: ``data.path``/``data.root`` as the run resolved them
     (absolute, so a resumed run finds the data from any directory), secrets left out."""
@@ -152,9 +162,11 @@ def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str])
         more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
         was = ", ".join(f"{k}={v!r} (now {n!r})" for k, v, n in shown)
         retype = " ".join(f"{k}={typed_value(v)}" for k, v, _ in shown)
+        alone = " or leave out model=, data= and experiment= (then it is composed as it was)"
         raise ConfigError(
             f"ckpt_path={path} was trained with {was}{more}: to train on as it was trained, type them "
-            f"({retype}); to change one on purpose, type its new value."
+            f"({retype}){alone if checkpoint.get(OVERRIDES_KEY) else ''}; to change one on purpose, type its new "
+            "value."
         )
 
 

@@ -99,6 +99,36 @@ def trainer_overrides(args: list[str], listed: Path | None = None) -> list[str]:
     ]
 
 
+def resumed_command(args: list[str]) -> list[str]:
+    """train.py's arguments for ``ckpt_path=<run> [trainer.max_steps=...]`` typed without ``model=``, ``data=``
+    or ``experiment=``: the overrides the checkpoint's run was composed from, then those typed now in place of
+    the same keys (:func:`genlab.checkpoints.resume_overrides`). Hydra composes the run as it was trained, and a
+    key only that run's config holds (``model.weight_decay`` of a GPT) can be typed. The arguments as they are
+    where a run is retyped, under ``-m`` or another flag, or where the checkpoint cannot be read (the run then
+    says why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(arg.startswith("-") for arg in args):
+        return args
+    try:
+        typed = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(args)}
+    except HydraException:
+        return args  # Hydra says what is wrong
+    ckpt = typed["ckpt_path"].value() if "ckpt_path" in typed else None
+    if not isinstance(ckpt, str) or not ckpt:
+        return args
+    from genlab.checkpoints import resume_overrides, stored_overrides
+
+    log_dir = typed["paths.log_dir"].value() if "paths.log_dir" in typed else None
+    root = Path(os.environ.get("GENLAB_ROOT", "."))
+    overrides = resume_overrides(args, stored_overrides(ckpt, Path(log_dir or root / "outputs")))
+    if overrides is None:
+        return args
+    print(f"ckpt_path={ckpt}: resumed as its run was composed, with what is typed now: {' '.join(overrides)}")
+    return overrides
+
+
 CHECKPOINT_SECTIONS = ("model", "data")  # of a run's stored config, changed by eval.py's `overrides`
 
 

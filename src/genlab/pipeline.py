@@ -17,18 +17,16 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
-from genlab.callbacks.resilience import AtomicCheckpointIO, Preemption, RNGState
+from genlab.callbacks.resilience import AtomicCheckpointIO, OptimizerSettings, Preemption, RNGState
 from genlab.callbacks.run_config import StoreConfig
 from genlab.callbacks.validation import ValidateAcrossEpochs
 from genlab.checkpoints import (
     CONFIG_KEY,
-    OVERRIDES_KEY,
     check_resumable,
     check_same_run,
     load_checkpoint,
     portable_overrides,
     resolve_ckpt_path,
-    resume_overrides,
 )
 from genlab.checks import (
     ConfigError,
@@ -66,12 +64,8 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
-def train(
-    cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None, overrides: list[str] | None = None
-) -> dict[str, float]:
-    """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json).
-    ``overrides``: what ``cfg`` was composed from (default: those typed for this Hydra job), which its
-    checkpoints store for a resume."""
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Fits ``cfg.model`` on ``cfg.data``; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(cfg.seed, workers=True)
     quiet_known_warnings()
     output_dir = Path(cfg.paths.output_dir)
@@ -95,17 +89,17 @@ def train(
         if typed is not None:
             check_same_run(ckpt_path, cfg, checkpoint, typed)
         continue_logged_run(cfg, checkpoint)
-    overrides = overrides if overrides is not None else typed
 
     image_metrics = select_metrics(cfg, model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks += [image_metrics] if image_metrics else []
     config = redact(OmegaConf.to_container(cfg, resolve=True))
-    stored = portable_overrides(overrides, cfg) if overrides is not None else None
+    stored = portable_overrides(typed, cfg) if typed is not None else None  # for a resume without them typed
     callbacks += [
         StoreConfig(config, stored),
         RankSeed(cfg.seed),
         RNGState(),
+        OptimizerSettings(),
         Preemption(output_dir / "checkpoints"),
     ]
     callbacks += [ValidateAcrossEpochs()]
@@ -143,25 +137,6 @@ def train(
         finish_wandb(loggers)
     write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
     return metrics
-
-
-def compose_resumed(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
-    """``train.py ckpt_path=<run> [trainer.max_steps=...]``, choosing no model, data or experiment, trains on the
-    run as it was composed: the config is composed again from the overrides its checkpoint stores, with those
-    typed now in their place (:func:`~genlab.checkpoints.resume_overrides`). Returns the config and the
-    overrides it was composed from; ``cfg`` as typed otherwise."""
-    typed = typed_overrides()
-    if typed is None or not cfg.get("ckpt_path"):
-        return cfg, typed
-    path = resolve_ckpt_path(cfg.ckpt_path, (Path(cfg.paths.output_dir), Path(cfg.paths.log_dir)))
-    overrides = resume_overrides(typed, load_checkpoint(path, mmap=True).get(OVERRIDES_KEY))
-    if overrides is None:
-        return cfg, typed
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    log.info("Resuming %s as its run was composed: %s", path, " ".join(overrides))
-    return compose(HydraConfig.get().job.config_name, overrides), overrides
 
 
 def typed_overrides() -> list[str] | None:

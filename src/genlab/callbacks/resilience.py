@@ -47,6 +47,52 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class OptimizerSettings(pl.Callback):
+    """A resumed run trains with the optimizer settings of its config. Lightning restores every param group's
+    settings with the optimizer's state, so ``ckpt_path=<run> model.lr=1e-5`` (as a divergence's message
+    advises) went on at the checkpoint's rate. After that restore, each group takes the settings its optimizer
+    was configured with (``weight_decay``, ``betas``, ...), and its learning rate the configured base rate at
+    the schedule's position (the restored rate times new base / old base); what changed is logged."""
+
+    def __init__(self):
+        self.configured: list[list[dict[str, Any]]] | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # optimizers configured, checkpoint not yet restored
+        groups = [
+            [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
+            for o in trainer.optimizers
+        ]
+        self.configured = groups if trainer.ckpt_path else None
+
+    def on_train_start(self, trainer, pl_module) -> None:  # after the restore
+        if self.configured is None:
+            return
+        changed: dict[str, str] = {}
+        for optimizer, groups in zip(trainer.optimizers, self.configured):
+            for group, wanted in zip(optimizer.param_groups, groups):
+                for key, value in wanted.items():
+                    if key not in ("lr", "initial_lr") and comparable(group.get(key)) != comparable(value):
+                        changed[key] = f"{key} {group.get(key)} -> {value}"
+                        group[key] = value
+                base, restored = wanted.get("initial_lr", wanted["lr"]), group.get("initial_lr", group["lr"])
+                if restored and base != restored:
+                    changed["lr"] = f"lr {restored} -> {base}"
+                    group["lr"] *= base / restored
+                    group["initial_lr"] = base
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in scheduler.optimizer.param_groups]
+            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+        if changed:
+            log.info("Resumed with the optimizer settings of the config: %s", ", ".join(changed.values()))
+        self.configured = None
+
+
+def comparable(value: Any) -> Any:
+    """``value`` with tuples as lists: a checkpoint may hold either for the same setting (``betas``)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 class RNGState(pl.Callback):
     """Saves the RNG states with every checkpoint and restores them on resume.
 
