@@ -51,6 +51,18 @@ def test_tokenizer_round_trip_and_json(kind):
     assert restored.encode(sample) == tok.encode(sample) and restored.vocab_size == tok.vocab_size
 
 
+@pytest.mark.parametrize("kind", [CharTokenizer, BPETokenizer])
+def test_a_split_encodes_to_the_same_ids_as_a_prompt(kind):
+    text = "Wie schön, 東京 😀\r\nzweite\tZeile \x00 naïve\n" * 30
+    tok = kind.train(text, 300)
+    assert (
+        tok.encode_tensor(text).tolist() == tok.encode(text) and tok.encode_tensor(text).dtype == torch.int32
+    )
+    if kind is CharTokenizer:  # the vectorised path names the same characters as the per-character one
+        with pytest.raises(ValueError, match="'Жил': not in the char tokenizer's vocabulary"):
+            tok.encode_tensor("Жили")
+
+
 def test_a_bpe_vocabulary_the_text_cannot_fill_is_reported(caplog):
     """data.vocab_size larger than the merges a text allows: the tokenizer says how many tokens it learned."""
     text = "To be, or not to be: that is the question.\n" * 20

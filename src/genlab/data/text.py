@@ -63,11 +63,24 @@ class CharTokenizer:
         try:
             return [self.index[c] for c in text]
         except KeyError:
-            unknown = "".join(sorted(set(text) - set(self.index)))
-            raise DataError(
-                f"{unknown!r}: not in the char tokenizer's vocabulary (the {len(self.chars)} characters of the text "
-                "it was trained on); leave them out, or train with data.tokenizer=bpe, which encodes any text."
-            ) from None
+            raise self.unknown("".join(sorted(set(text) - set(self.index)))) from None
+
+    def unknown(self, chars: str) -> DataError:
+        return DataError(
+            f"{chars!r}: not in the char tokenizer's vocabulary (the {len(self.chars)} characters of the text "
+            "it was trained on); leave them out, or train with data.tokenizer=bpe, which encodes any text."
+        )
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        """:meth:`encode` as an int32 tensor, through a table of code points: a 100 MB text in about a second
+        and 0.8 GB, against 12 s and a list of Python ints for :meth:`encode`."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = np.full(max(map(ord, self.chars), default=0) + 2, -1, dtype=np.int32)  # last: beyond them all
+        table[[ord(c) for c in self.chars]] = np.arange(len(self.chars), dtype=np.int32)
+        ids = table[np.minimum(codes, len(table) - 1)]
+        if (ids < 0).any():
+            raise self.unknown("".join(map(chr, np.unique(codes[ids < 0]))))
+        return torch.from_numpy(ids)
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -117,6 +130,9 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.encode(text), dtype=torch.int32)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -398,7 +414,7 @@ class TextDataModule(TokenizedDataModule):
             if part is not None:
                 tokens = self._cached(
                     f"tokens-{cache_key(digests[split], self.tokenizer.to_json())}.npy",
-                    lambda part=part: torch.tensor(self.tokenizer.encode(part), dtype=torch.int32),
+                    lambda part=part: self.tokenizer.encode_tensor(part),
                     save=lambda tokens, f: np.save(f, tokens.numpy()),
                     load=lambda path: torch.from_numpy(np.load(path)),
                 )
