@@ -120,8 +120,10 @@ def resumed_command(args: list[str]) -> list[str]:
         return args
     from genlab.checkpoints import resume_overrides, stored_overrides
 
-    log_dir = typed["paths.log_dir"].value() if "paths.log_dir" in typed else None
-    root = Path(os.environ.get("GENLAB_ROOT", "."))
+    log_dir = (
+        typed["paths.log_dir"].value() if "paths.log_dir" in typed else None
+    )  # where `last` is looked for
+    root = Path(os.environ.get("GENLAB_ROOT", "."))  # conf/paths/default.yaml: log_dir is <root>/outputs
     overrides = resume_overrides(args, stored_overrides(ckpt, Path(log_dir or root / "outputs")))
     if overrides is None:
         return args

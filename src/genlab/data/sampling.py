@@ -71,7 +71,7 @@ class EpochShuffle(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         order = self.order()
-        if self.num_replicas > 1:
+        if self.num_replicas > 1 and len(order):
             padding = self.total_size - len(order)
             order = torch.cat([order, order.repeat(-(-padding // len(order)))[:padding]])
             order = order[self.rank : self.total_size : self.num_replicas]
