@@ -53,11 +53,19 @@ def test_tokenizer_round_trip_and_json(kind):
 
 @pytest.mark.parametrize("kind", [CharTokenizer, BPETokenizer])
 def test_a_split_encodes_to_the_same_ids_as_a_prompt(kind):
-    text = "Wie schön, 東京 😀\r\nzweite\tZeile \x00 naïve\n" * 30
+    text = "Wie schön, 東京 😀\r\nzweite\tZeile \x00 naïve \nthe sea \n\n  calm\u2028grey\n" * 30
     tok = kind.train(text, 300)
     assert (
         tok.encode_tensor(text).tolist() == tok.encode(text) and tok.encode_tensor(text).dtype == torch.int32
     )
+    assert tok.decode(tok.encode(text)) == text
+    if (
+        kind is BPETokenizer
+    ):  # line by line, as it learned: the learned " \n" token ends a line before a letter
+        by_line = [i for line in text.splitlines(keepends=True) for i in tok.tokenizer.encode(line).ids]
+        assert tok.encode(text) == by_line != tok.tokenizer.encode(text).ids
+        assert tokenizer_from_json(tok.to_json()).encode(text) == by_line
+        assert not tokenizer_from_json(json.dumps({"kind": "bpe", "tokenizer": tok.tokenizer.to_str()})).lines
     if kind is CharTokenizer:  # the vectorised path names the same characters as the per-character one
         with pytest.raises(ValueError, match="'Жил': not in the char tokenizer's vocabulary"):
             tok.encode_tensor("Жили")
