@@ -4,6 +4,7 @@ train, val and test splits are disjoint, and test metrics come from the test spl
 import gzip
 import hashlib
 import math
+import pickle
 import re
 import tracemalloc
 import warnings
@@ -180,6 +181,37 @@ def test_cifar10_layout(tmp_path):
     ):
         CIFAR10DataModule(root=str(tmp_path / "packed")).setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 4)
+
+
+def test_cifar10_pickled_by_python3_with_bytes_keys(tmp_path):
+    """Copies of CIFAR-10 re-pickled by Python 3 (keys and class names as bytes, as ``encoding="bytes"``
+    loads the official files) read as the official ones; a batch of another format names the file and keys."""
+    official = write_cifar10(tmp_path / "official")
+    copy = tmp_path / "copy" / "cifar-10-batches-py"
+    copy.mkdir(parents=True)
+    for path in (official / "cifar-10-batches-py").iterdir():
+        with open(path, "rb") as f:
+            batch = pickle.load(f)
+        as_bytes = {
+            k.encode(): [n.encode() for n in v] if k == "label_names" else v for k, v in batch.items()
+        }
+        with open(copy / path.name, "wb") as f:
+            pickle.dump(as_bytes, f)
+    ours, theirs = (
+        CIFAR10DataModule(root=str(r), labels=True, batch_size=4) for r in (official, copy.parent)
+    )
+    (x, y), (x2, y2) = first_batch(ours), first_batch(theirs)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert theirs.class_names == ours.class_names == [f"class{i}" for i in range(10)]
+    with open(copy / "test_batch", "wb") as f:
+        pickle.dump({"images": np.zeros((2, 3072), np.uint8)}, f)
+    with pytest.raises(
+        FileNotFoundError, match=r"test_batch is not a CIFAR-10 python batch: it lacks \['data', 'labels'\]"
+    ):
+        CIFAR10DataModule(root=str(copy)).setup()
+    (copy / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(FileNotFoundError, match="test_batch is not a CIFAR-10 python pickle"):
+        CIFAR10DataModule(root=str(copy)).setup()
 
 
 @pytest.mark.parametrize("resolution", [32, 64])

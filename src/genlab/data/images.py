@@ -497,15 +497,37 @@ def _cifar_classes(folder: Path) -> list[str]:
     meta = folder / "batches.meta"
     if not meta.is_file():
         return list(CIFAR10_CLASSES)
-    with open(meta, "rb") as f:
-        return list(pickle.load(f, encoding="latin1")["label_names"])
+    names = _read_cifar_pickle(meta, "label_names")["label_names"]
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _read_cifar_pickle(path: Path, *keys: str) -> dict:
+    """A CIFAR-10 python pickle as a dict with str keys: the official files (pickled by Python 2) and copies
+    re-pickled by Python 3, whose keys are bytes, alike."""
+    try:
+        with open(path, "rb") as f:
+            found = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DatasetNotFoundError(f"{path} is not a CIFAR-10 python pickle ({e}).") from None
+    found = {k.decode() if isinstance(k, bytes) else k: v for k, v in dict(found).items()}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{path} is not a CIFAR-10 python batch: it lacks {missing} (it has {sorted(map(str, found))})."
+        )
+    return found
 
 
 def _read_cifar_batch(path: Path) -> dict:
     """``data`` (N, 3072) uint8 and ``labels`` of one batch file (the official CIFAR-10 python format)."""
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="latin1")
-    return {"data": np.asarray(batch["data"], dtype=np.uint8), "labels": list(batch["labels"])}
+    batch = _read_cifar_pickle(path, "data", "labels")
+    data = np.asarray(batch["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(batch["labels"]) != len(data):
+        raise DatasetNotFoundError(
+            f"{path} is not a CIFAR-10 python batch: data {data.shape} with {len(batch['labels'])} labels, "
+            "expected (N, 3072) and N labels."
+        )
+    return {"data": data, "labels": [int(y) for y in batch["labels"]]}
 
 
 class ImageFolderDataModule(ImageDataModule):
