@@ -258,6 +258,22 @@ def test_every_trainer_argument_can_be_typed_without_a_plus(tmp_path):
     assert typo.returncode != 0 and "Key 'max_tim' is not in struct" in typo.stderr
 
 
+def test_a_run_stopped_before_validating_says_which_checkpoint_holds_it(tmp_path):
+    """trainer.max_steps below an epoch: no validation scored a best checkpoint. One line says so and names
+    last.ckpt, instead of Lightning's hint to call ``self.log`` on a metric the family does log."""
+    run = tmp_path / "run"
+    args = [*QUICK, "optimized_metric=val/d_x", "trainer.max_steps=2", f"hydra.run.dir={run}"]
+    out = run_script("train.py", args, tmp_path)
+    output = out.stdout + out.stderr
+    last = run / "checkpoints" / "last.ckpt"
+    assert (
+        f"No best checkpoint by val/d_x: training stopped at step 2 before a validation computed it; {last}"
+        in output
+    )
+    assert last.is_file() and "Did you call" not in output
+    assert not list((run / "checkpoints").glob("best*")), "nothing scored, nothing kept as best"
+
+
 def test_a_validation_interval_longer_than_an_epoch_counts_across_epochs(tmp_path):
     """trainer.val_check_interval=6 on epochs of 4 batches: Lightning would refuse to start; it validates at
     batches 6 and 12 of 3 epochs instead."""

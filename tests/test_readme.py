@@ -339,6 +339,7 @@ def test_readme_command_runs_as_written(command, places, tmp_path):
         assert_user_error(proc, "Hugging Face Hub is unreachable")
         return
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "HINT: Did you call" not in proc.stdout + proc.stderr, "Lightning's hint at a family's own metric"
     assert_command_output(script, sweep if (sweep / "summary.json").exists() else run)
 
 

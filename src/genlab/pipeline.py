@@ -59,9 +59,13 @@ AUTO_METRIC = "auto"  # optimized_metric=auto: val/fid where FID can be computed
 
 def quiet_known_warnings() -> None:
     """Silences notices about nothing the user can act on: EMA copies of networks are in eval mode on purpose,
-    and Lightning 2.6 still builds torch's deprecated ``LeafSpec`` (a FutureWarning on every run)."""
+    Lightning 2.6 still builds torch's deprecated ``LeafSpec`` (a FutureWarning on every run), and a run that
+    stops before its first validation (``trainer.max_steps=2``) has no monitored metric for the best
+    checkpoint, which Lightning reports with a hint to call ``self.log`` (:func:`report_unvalidated` says it
+    plainly; once validation has run, Lightning raises on a missing key instead)."""
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key in the returned metrics.*")
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
@@ -128,6 +132,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         with ddp_launch.job_processes(trainer):
             if cfg.get("train", True):
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+                report_unvalidated(trainer)
             metrics = scalar_metrics(trainer.callback_metrics)
             if cfg.get("test"):  # test/ metrics of the best checkpoint (the last weights without one)
                 best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
@@ -137,6 +142,23 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         finish_wandb(loggers)
     write_json({**metrics, **protocols(model, trainer)}, output_dir / "metrics.json")
     return metrics
+
+
+@rank_zero_only
+def report_unvalidated(trainer: pl.Trainer) -> None:
+    """One line where training ended before any validation gave the best checkpoint its metric."""
+    unscored = [c for c in trainer.checkpoint_callbacks if c.monitor and not c.best_model_path]
+    if not unscored or trainer.interrupted:
+        return
+    kept = [c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor and c.best_model_path]
+    kept += [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
+    where = f"; {kept[0]} holds the final weights" if kept else ""
+    log.info(
+        "No best checkpoint by %s: training stopped at step %d before a validation computed it%s.",
+        unscored[0].monitor,
+        trainer.global_step,
+        where,
+    )
 
 
 def typed_overrides() -> list[str] | None:
