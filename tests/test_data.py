@@ -447,6 +447,17 @@ def test_training_shuffles_shard_across_processes_as_lightnings_wrapper_did(size
             assert list(ours) == list(theirs) and len(ours) == len(theirs) == -(-size // world)
 
 
+@pytest.mark.parametrize("size", [1, 1000, 3_000_000])
+def test_an_epochs_order_is_the_int64_permutation_runs_were_trained_on(size):
+    """The int32 permutation is the order runs before it drew in int64: a checkpoint taken mid-epoch by them
+    resumes on the same batches."""
+    sampler = EpochShuffle(size, seed=2)
+    sampler.set_epoch(4)
+    before = torch.randperm(size, generator=torch.Generator().manual_seed(2 * 1_000_003 + 4))
+    assert sampler.permutation().dtype == torch.int32
+    assert torch.equal(sampler.permutation().long(), before)
+
+
 def test_a_shuffle_of_millions_of_examples_holds_no_list_of_them():
     """The windows of a long text are tens of millions of examples: their order stays one tensor, handed out a
     chunk at a time (a list of 10M Python ints took ~400 MB)."""
