@@ -152,10 +152,41 @@ def test_gpt_test_metrics_are_measured_on_the_test_split(tmp_path):
         assert metrics[f"{split}/bpc"] == pytest.approx(bpc, rel=1e-5)
 
 
+def test_a_text_in_an_8_bit_encoding_reads_with_data_encoding(tmp_path):
+    """A Windows text (cp1252: curly quotes at bytes 0x93/0x94) is refused as UTF-8 with the encoding to set,
+    and read with it; so is a Latin-1 one. An unknown encoding, and a binary file under an 8-bit encoding
+    (which decodes any bytes), are one line each."""
+    text = "\u201cCa\u00e7a,\u201d dit-il \u2014 \u00e0 l\u2019\u00e9t\u00e9.\n" * 40
+    windows = tmp_path / "windows.txt"
+    windows.write_bytes(text.encode("cp1252"))
+    with pytest.raises(ValueError, match=r"windows.txt is not valid UTF-8 .*set data.encoding=cp1252 "):
+        TextFileDataModule(path=str(windows), block_size=8).setup()
+    dm = TextFileDataModule(path=str(windows), block_size=8, encoding="cp1252")
+    dm.setup()
+    assert dm.tokenizer.decode(dm.train_tokens[:36].tolist()) == text[:36]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("na\u00efve caf\u00e9\n".encode("latin-1") * 40)
+    dm = TextFileDataModule(path=str(latin), block_size=8, encoding="latin-1")
+    dm.setup()
+    assert "\u00ef" in dm.tokenizer.decode(list(range(dm.tokenizer.vocab_size)))
+    with pytest.raises(ValueError, match=r"data.encoding=latin-9x is no encoding Python knows"):
+        TextFileDataModule(path=str(latin), encoding="latin-9x")
+    late = tmp_path / "late.txt"
+    late.write_bytes(b"a" * 100_000 + "caf\u00e9!".encode("latin-1"))  # past the reader's first chunk
+    with pytest.raises(
+        ValueError, match=r"late.txt is not valid UTF-8 \(invalid continuation byte at byte 100003\)"
+    ):
+        TextFileDataModule(path=str(late)).setup()
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match=r"model.bin is a binary file, not text"):
+        TextFileDataModule(path=str(binary), encoding="latin-1").setup()
+
+
 def test_bad_text_file_messages(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 cr\xe8me".encode("latin1"))
-    with pytest.raises(ValueError, match="not valid UTF-8.*iconv"):
+    with pytest.raises(ValueError, match="not valid UTF-8 .*set data.encoding=latin-1 .*iconv -f latin-1"):
         TextFileDataModule(path=str(bad)).setup()
     with pytest.raises(FileNotFoundError, match="data.path=.*does not exist"):
         TextFileDataModule(path=str(tmp_path / "missing.txt")).setup()

@@ -502,10 +502,17 @@ class TextFileDataModule(TextDataModule):
 
     name = "text_file"
 
-    def __init__(self, path: str | None = None, text_field: str = "text", **kwargs):
+    def __init__(self, path: str | None = None, text_field: str = "text", encoding: str = "utf-8", **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path).expanduser() if path else None
         self.text_field = text_field
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigError(
+                f"data.encoding={encoding} is no encoding Python knows: e.g. utf-8, cp1252, latin-1, utf-16."
+            ) from None
+        self.encoding = encoding
 
     def files(self) -> list[Path]:
         """The text files ``data.path`` names: itself, or those of the folder in path order."""
@@ -544,8 +551,9 @@ class TextFileDataModule(TextDataModule):
     def read(self, path: Path) -> str:
         """The text of one file: as it is, or a JSON (Lines) file's records, a blank line between them."""
         if path.name.lower().removesuffix(".gz").endswith(RECORD_SUFFIXES):
-            return "\n\n".join(doc.strip("\n") for doc in read_records(path, self.text_field))
-        return read_text(path)
+            records = read_records(path, self.text_field, self.encoding, "data.encoding")
+            return "\n\n".join(doc.strip("\n") for doc in records)
+        return read_text(path, self.encoding, "data.encoding")
 
 
 class TextDocsDataModule(TextDataModule):
@@ -580,11 +588,12 @@ DOCUMENTS = {  # leading bytes: (what the file is, the command that extracts its
 }
 
 
-def read_text(path: Path) -> str:
-    """The text of ``path``: UTF-8 (a byte-order mark, as Windows editors write, dropped), or UTF-16/32 with
-    their byte-order mark (Windows Notepad's "Unicode"); gzipped files (by content, whatever the name) are
-    decompressed, and every line ending reads as ``\\n``. A document (PDF, EPUB, DOCX), another binary file or
-    text in an 8-bit encoding gets one error naming the file and the fix."""
+def read_text(path: Path, encoding: str = "utf-8", option: str | None = None) -> str:
+    """The text of ``path``: UTF-8 (a byte-order mark, as Windows editors write, dropped) or ``encoding``, and
+    UTF-16/32 with their byte-order mark (Windows Notepad's "Unicode") whatever ``encoding`` says; gzipped
+    files (by content, whatever the name) are decompressed, and every line ending reads as ``\\n``. A document
+    (PDF, EPUB, DOCX), another binary file or text in another encoding gets one error naming the file and the
+    fix: ``option``, the setting that chooses the encoding, where the caller has one."""
     with open(path, "rb") as f:
         opener = gzip.open if f.read(2) == GZIP_MAGIC else open
     try:
@@ -596,25 +605,39 @@ def read_text(path: Path) -> str:
                 raise DataError(
                     f"{path} is {kind}, not plain text: extract its text first, e.g. `{fix}`, and give that file."
                 )
-        encoding = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), "utf-8-sig")
-        with opener(path, "rt", encoding=encoding) as f:
+        codec = codecs.lookup(encoding).name
+        marked = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), None)
+        if (
+            marked is None and b"\0" in head and not codec.startswith("utf-")
+        ):  # an 8-bit code decodes any bytes
+            raise DataError(f"{path} is a binary file, not text: give a text file.")
+        with opener(path, "rt", encoding=marked or ("utf-8-sig" if codec == "utf-8" else encoding)) as f:
             return f.read()
     except (gzip.BadGzipFile, EOFError) as err:
         raise DataError(f"{path} is a damaged gzip file ({err}): download or compress it again.") from None
-    except UnicodeDecodeError as err:
-        if b"\0" in head:
-            raise DataError(f"{path} is a binary file, not text: give a UTF-8 text file.") from None
+    except UnicodeDecodeError:
+        if b"\0" in head and marked is None:
+            raise DataError(f"{path} is a binary file, not text: give a text file.") from None
+        with opener(path, "rb") as f:
+            raw = f.read()
+        try:  # decoded whole: the reader's error counts from its chunk, this one from the file's start
+            raw.decode(marked or ("utf-8-sig" if codec == "utf-8" else encoding))
+        except UnicodeDecodeError as err:
+            where = f"{err.reason} at byte {err.start}"
+        windows = any(0x80 <= b <= 0x9F for b in raw)  # printable in cp1252, controls in latin-1
+        guess = "latin-1" if not windows or encoding == "cp1252" else "cp1252"
+        choose = f"set {option}={guess} (or the text's own encoding), or " if option else ""
         raise DataError(
-            f"{path} is not valid UTF-8 ({err.reason} at byte {err.start}); convert it, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
+            f"{path} is not valid {(marked or codec).upper()} ({where}); {choose}convert it, e.g. "
+            f"`iconv -f {guess} -t utf-8 {path.name} > {path.name}.utf8` and use the .utf8 file."
         ) from None
 
 
-def read_records(path: Path, field: str) -> list[str]:
+def read_records(path: Path, field: str, encoding: str = "utf-8", option: str | None = None) -> list[str]:
     """The ``field`` of each record of a JSON Lines file (an object per line; blank lines skipped) or of a JSON
     file holding a list of them; a record that is a string is its own text. A line that is not JSON, or a record
     without the field, is one error naming the line and the fix."""
-    text = read_text(path)
+    text = read_text(path, encoding, option)
     whole = _json_document(text) if path.name.lower().removesuffix(".gz").endswith(".json") else None
     if whole is not None:
         numbered, where = list(enumerate(whole if isinstance(whole, list) else [whole], start=1)), "record"
