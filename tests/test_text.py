@@ -65,7 +65,19 @@ def test_a_split_encodes_to_the_same_ids_as_a_prompt(kind):
         by_line = [i for line in text.splitlines(keepends=True) for i in tok.tokenizer.encode(line).ids]
         assert tok.encode(text) == by_line != tok.tokenizer.encode(text).ids
         assert tokenizer_from_json(tok.to_json()).encode(text) == by_line
-        assert not tokenizer_from_json(json.dumps({"kind": "bpe", "tokenizer": tok.tokenizer.to_str()})).lines
+        whole = tokenizer_from_json(json.dumps({"kind": "bpe", "tokenizer": tok.tokenizer.to_str()}))
+        assert not whole.lines
+        sentences = [
+            "Wie schön, 東京 😀",
+            "the sea \n calm",
+            "",
+            "zweite\tZeile \n",
+        ]  # a pair's source and target
+        for t in (tok, whole):  # in parallel, each as encode gives it (several lines: line by line)
+            assert t.encode_many(sentences) == [t.encode(x) for x in sentences]
+            assert t.encode_many(sentences[:1] + sentences[2:3]) == [
+                t.encode(x) for x in ("Wie schön, 東京 😀", "")
+            ]
     if kind is CharTokenizer:  # the vectorised path names the same characters as the per-character one
         with pytest.raises(ValueError, match="'Жил': not in the char tokenizer's vocabulary"):
             tok.encode_tensor("Жили")

@@ -143,9 +143,16 @@ class BPETokenizer:
         if not self.lines:
             return torch.tensor(self.tokenizer.encode(text).ids, dtype=torch.int32)
         lines, step = text.splitlines(keepends=True), self.LINES_PER_BATCH
-        batches = (self.tokenizer.encode_batch(lines[i : i + step]) for i in range(0, len(lines), step))
+        batches = (self.tokenizer.encode_batch_fast(lines[i : i + step]) for i in range(0, len(lines), step))
         ids = [np.asarray(encoding.ids, dtype=np.int32) for batch in batches for encoding in batch]
         return torch.from_numpy(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32))
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """:meth:`encode` of each text, the texts encoded in parallel (``encode_batch_fast``: no character
+        offsets, which nothing here reads); a text of several lines goes line by line, as :meth:`encode` does."""
+        if self.lines and any(len(text.splitlines()) > 1 for text in texts):
+            return [self.encode(text) for text in texts]
+        return [encoding.ids for encoding in self.tokenizer.encode_batch_fast(texts)]
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -855,7 +862,10 @@ class ParallelDataModule(TokenizedDataModule):
     def prompt_ids(self, text: str) -> list[int]:
         """A source sentence as the model reads it before translating: its tokens (at most half the block, as
         in training) and ``<sep>``."""
-        return self.tokenizer.encode(text)[: self.block_size // 2] + [self.special("<sep>")]
+        return self._prompt(self.tokenizer.encode(text))
+
+    def _prompt(self, source: list[int]) -> list[int]:
+        return source[: self.block_size // 2] + [self.special("<sep>")]
 
     def special(self, token: str) -> int:
         """The id of ``<pad>``, ``<sep>`` or ``<eos>``: the tokenizer's own, or a pretrained tokenizer's stand-in."""
@@ -895,16 +905,19 @@ class ParallelDataModule(TokenizedDataModule):
                 split, sha256("\n".join(f"{a}\t{b}" for a, b in pairs[split])), target_chars, target_tokens
             )
             if split != "train":
-                self.prompts[split] = [(self.prompt_ids(a), b) for a, b in pairs[split]]
+                sources = self.tokenizer.encode_many([a for a, _ in pairs[split]])
+                self.prompts[split] = [(self._prompt(ids), b) for ids, (_, b) in zip(sources, pairs[split])]
 
     def _encode(self, pairs: list[tuple[str, str]]) -> TensorDataset:
         pad, sep, eos = (self.special(t) for t in self.SPECIALS)
         n, length = len(pairs), self.block_size
         x = torch.full((n, length), pad, dtype=torch.long)
         y = torch.full((n, length), -100, dtype=torch.long)
-        for i, (a, b) in enumerate(pairs):
-            src = self.tokenizer.encode(a)[: length // 2]
-            seq = torch.tensor([*src, sep, *self.tokenizer.encode(b), eos][: length + 1])
+        sources = self.tokenizer.encode_many([a for a, _ in pairs])
+        targets = self.tokenizer.encode_many([b for _, b in pairs])
+        for i, (source, target) in enumerate(zip(sources, targets)):
+            src = source[: length // 2]
+            seq = torch.tensor([*src, sep, *target, eos][: length + 1])
             x[i, : len(seq) - 1], y[i, : len(seq) - 1] = seq[:-1], seq[1:]
             y[i, : len(src)] = -100  # no loss on the source or on predicting <sep>
         return TensorDataset(x, y)
