@@ -615,9 +615,8 @@ def read_text(path: Path, encoding: str = "utf-8", option: str | None = None) ->
                 )
         codec = codecs.lookup(encoding).name
         marked = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), None)
-        if (
-            marked is None and b"\0" in head and not codec.startswith("utf-")
-        ):  # an 8-bit code decodes any bytes
+        # an 8-bit code decodes any bytes: a NUL in the first KB is what tells a binary file
+        if marked is None and b"\0" in head and not codec.startswith("utf-"):
             raise DataError(f"{path} is a binary file, not text: give a text file.")
         with opener(path, "rt", encoding=marked or ("utf-8-sig" if codec == "utf-8" else encoding)) as f:
             return f.read()
@@ -628,6 +627,7 @@ def read_text(path: Path, encoding: str = "utf-8", option: str | None = None) ->
             raise DataError(f"{path} is a binary file, not text: give a text file.") from None
         with opener(path, "rb") as f:
             raw = f.read()
+        where = "undecodable bytes"
         try:  # decoded whole: the reader's error counts from its chunk, this one from the file's start
             raw.decode(marked or ("utf-8-sig" if codec == "utf-8" else encoding))
         except UnicodeDecodeError as err:
