@@ -204,6 +204,15 @@ def test_eval_split_test_without_a_test_split_refuses_to_carve_one_from_training
             assert_user_error(
                 proc, "data=text_docs) has no test split, and one carved now would hold examples"
             )
+    # a parallel corpus holds its test split in files: the setting that names them (neither train nor val)
+    other = evaluate(
+        runs["parallel"], ["split=test", "data.test_split=test_2017"], tmp_path / "p", check=False
+    )
+    assert_user_error(
+        other,
+        "(data=parallel) has no test split: it holds the split test_2016_flickr: "
+        "set data.test_split=test_2016_flickr, or evaluate split=val.",
+    )
 
 
 EXIT_PROBE = """

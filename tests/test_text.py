@@ -555,11 +555,13 @@ def test_a_corpus_in_other_languages_or_split_names_gets_the_option_to_set(tmp_p
         ParallelDataModule(root=str(tmp_path)).setup()
     french = {"root": str(tmp_path), "source": "fr", "target": "en", "vocab_size": 300}
     with pytest.raises(
-        FileNotFoundError, match=r"No val split .* the splits dev, test, train: set data.val_split"
+        FileNotFoundError, match=r"No val split .* holds the split dev: set data.val_split=dev\."
     ):
-        ParallelDataModule(**french).setup()
-    with pytest.raises(ConfigError, match=r"splits dev, test, train: set data.test_split to one of them"):
-        ParallelDataModule(**french, val_split="dev", test_split="test_2016_flickr").test_dataloader()
+        ParallelDataModule(**french).setup()  # not train nor test: a validation split is held out from them
+    untested = ParallelDataModule(**french, val_split="dev", test_split="test_2016_flickr")
+    with pytest.raises(ConfigError, match=r"holds the split test: set data.test_split=test, or evaluate"):
+        untested.test_dataloader()
+    assert untested.missing_test_split() == "it holds the split test: set data.test_split=test"
     dm = ParallelDataModule(**french, val_split="dev", test_split="test")
     dm.setup()
     assert len(dm.dataset("val")) == len(dm.dataset("test")) == 2

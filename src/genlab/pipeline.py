@@ -309,6 +309,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     # settings reproduces the FID/KID the run logged for this checkpoint.
     trainer.fit_loop.epoch_progress.current.completed = checkpoint.get("epoch") or 0
     if cfg.split == "test" and not datamodule.has_test_split:
+        if hint := datamodule.missing_test_split():
+            raise ConfigError(
+                f"The run's data (data={datamodule.name}) has no test split: {hint}, or evaluate split=val."
+            )
         raise ConfigError(
             f"The run's data (data={datamodule.name}) has no test split, and one carved now would hold examples "
             "it trained on: evaluate split=val, or train with a test split (data.test_fraction=0.1; "

@@ -25,6 +25,11 @@ class GenlabDataModule(pl.LightningDataModule):
         """Whether :meth:`test_dataloader` has examples to serve (decided without loading them)."""
         raise NotImplementedError
 
+    def missing_test_split(self) -> str | None:
+        """Where the data has no test split but holds one that a setting can name without re-using training
+        examples (a parallel corpus's test files): that setting, for ``eval.py split=test``; None by default."""
+        return None
+
     def model_inputs(self) -> dict[str, Any]:
         """Model settings the data decides, by key (e.g. ``{"vocab_size": 65}``); none by default."""
         return {}

@@ -837,23 +837,30 @@ class ParallelDataModule(TokenizedDataModule):
             f"(Multi30k layout) or {split}.tsv; {self._stems_hint(role)}."
         )
 
+    def _file_names(self) -> list[list[str]]:
+        """The names of ``data.root``'s files split at dots, ``.gz`` left off: ``[["train", "de"], ...]``."""
+        files = self.root.glob("*.*") if self.root.is_dir() else []
+        return [p.name.removesuffix(".gz").split(".") for p in files]
+
+    def _free_stems(self, role: str) -> list[str]:
+        """The splits ``data.root`` holds for the languages asked that ``role`` could take: for val and test, none
+        the other roles already read (a test split that is the training split tests nothing)."""
+        taken = {stem for other, stem in self.splits.items() if other != role} if role != "train" else set()
+        stems = {name[0] for name in self._file_names()} - taken
+        return [stem for stem in sorted(stems) if self._files(stem) is not None]
+
     def _stems_hint(self, role: str) -> str:
         """The fix for a missing split: the splits ``data.root`` holds (for the languages asked) and the option
         that chooses one; else the languages its files are in, or data.root when it holds none."""
-        names = (
-            [p.name.removesuffix(".gz").split(".") for p in self.root.glob("*.*")]
-            if self.root.is_dir()
-            else []
-        )
-        stems = [stem for stem in sorted({name[0] for name in names}) if self._files(stem) is not None]
-        languages = sorted(
-            {name[-1] for name in names if len(name) == 2 and LANGUAGE_CODE.fullmatch(name[-1])}
-        )
-        if not stems and languages:
+        if stems := self._free_stems(role):
+            if len(stems) == 1:
+                return f"it holds the split {stems[0]}: set data.{role}_split={stems[0]}"
+            return f"it holds the splits {', '.join(stems)}: set data.{role}_split to one of them"
+        names = self._file_names()
+        languages = sorted({n[-1] for n in names if len(n) == 2 and LANGUAGE_CODE.fullmatch(n[-1])})
+        if languages:
             return f"its files are in {', '.join(languages)}: set data.source and data.target to two of them"
-        if not stems:
-            return "set data.root to the corpus folder"
-        return f"it holds the splits {', '.join(stems)}: set data.{role}_split to one of them"
+        return "set data.root to the corpus folder"
 
     @property
     def eos_id(self) -> int:
@@ -941,6 +948,10 @@ class ParallelDataModule(TokenizedDataModule):
             f"data={self.name} has no test split: no {stem}.{self.source}[.gz] + {stem}.{self.target}[.gz] "
             f"or {stem}.tsv in {self.root}; {self._stems_hint('test')}, or evaluate split=val"
         )
+
+    def missing_test_split(self) -> str | None:
+        free = self.root.is_dir() and not self.has_test_split and self._free_stems("test")
+        return self._stems_hint("test") if free else None
 
     def dataset(self, split: str) -> TensorDataset:
         """``split``'s pairs as (input, target) rows of ``block_size`` tokens, target -100 off the target."""
