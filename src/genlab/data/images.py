@@ -613,7 +613,9 @@ class ImageFolderDataModule(ImageDataModule):
             prefix = len(str(folder.resolve())) + 1
             tops = [f[prefix:].split(os.sep, 1) for f in files]  # (class folder, rest) or (file,)
             if outside := sum(len(top) == 1 for top in tops):
-                raise self._unlabelled(f"{outside} images lie in {folder} itself, not in a class subfolder")
+                raise self._unlabelled(
+                    f"{outside} image{' lies' if outside == 1 else 's lie'} in {folder} itself, not in a class subfolder"
+                )
             self.class_names = sorted({top[0] for top in tops})
             index = {name: i for i, name in enumerate(self.class_names)}
             labels = [index[top[0]] for top in tops]
