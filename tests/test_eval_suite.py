@@ -156,6 +156,7 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
     for i, image in enumerate(pixels):
         Image.fromarray(image[0].numpy()).save(folder / "samples" / f"{i:03d}.png")
     np.savez(tmp_path / "samples.npz", arr_0=pixels.permute(0, 2, 3, 1).numpy())
+    np.save(tmp_path / "samples.npy", pixels.numpy())  # torch's (N, C, H, W)
 
     common = [
         f"metrics.fid.weights_path={fid_weights}",
@@ -191,6 +192,51 @@ def test_samples_from_a_folder_or_npz_score_as_the_checkpoint_that_drew_them(gan
     assert from_npz["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
     written = json.loads((tmp_path / "npz" / "metrics.json").read_text())
     assert written["protocol"]["fid"]["reference"] == str(mu_sigma)
+    from_npy = evaluate(
+        compose_eval(
+            [f"samples={tmp_path / 'samples.npy'}", f"reference={mu_sigma}", *reference], tmp_path / "npy"
+        )
+    )
+    assert from_npy["val/fid"] == pytest.approx(checkpoint["val/fid"], rel=1e-5)
+
+
+def test_sample_arrays_read_in_any_layout_and_are_refused_with_the_fix(tmp_path):
+    """An array of samples reads alike as (N, H, W), (N, H, W, C) or (N, C, H, W), .npz or .npy; floats,
+    other shapes, files that are not numpy's, pickled objects and a missing path are one line each."""
+    from genlab.errors import ConfigError
+    from genlab.sample_eval import sample_batches
+
+    grey = np.random.default_rng(0).integers(0, 256, (5, 7, 9), dtype=np.uint8)
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    layouts = {
+        "grey.npz": (grey, grey),
+        "grey_nhwc.npz": (grey[..., None], grey),
+        "grey_nchw.npy": (grey[:, None], grey),
+        "rgb_nhwc.npy": (rgb, rgb),
+        "rgb_nchw.npz": (rgb.transpose(0, 3, 1, 2), rgb),
+    }
+    for name, (stored, pixels) in layouts.items():
+        (np.save if name.endswith(".npy") else np.savez)(tmp_path / name, stored)
+        read = torch.cat(list(sample_batches(tmp_path / name, 2)))
+        expected = torch.from_numpy(pixels if pixels.ndim == 4 else np.repeat(pixels[..., None], 3, -1))
+        assert torch.equal(read, expected.permute(0, 3, 1, 2)), name
+
+    np.savez(tmp_path / "float.npz", images=grey / 255.0)
+    np.save(tmp_path / "rgba.npy", np.zeros((2, 7, 9, 4), np.uint8))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_text("not numpy")
+    refusals = {
+        "float.npz": "float.npz[images] is float64 (5, 7, 9) with values in [0, 1]: expected uint8 pixels 0-255; "
+        "convert it first, e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for images in [0, 1].",
+        "rgba.npy": "rgba.npy is uint8 (2, 7, 9, 4): expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1",
+        "objects.npy": "objects.npy is not a readable .npy file of images: Object arrays cannot be loaded",
+        "text.npy": "text.npy is not a numpy .npy file: write one with np.save or np.savez.",
+        "missing.npz": "missing.npz does not exist: give a folder of images, an .npz or an .npy file.",
+    }
+    for name, message in refusals.items():
+        with pytest.raises(ConfigError) as refused:
+            next(sample_batches(tmp_path / name, 2))
+        assert message in str(refused.value) and "\n" not in str(refused.value), name
 
 
 def test_split_train_scores_samples_against_the_training_images(fid_weights, tmp_path):

@@ -29,6 +29,7 @@ from genlab.models import GenerativeModel
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 NPZ_KEYS = ("arr_0", "images", "samples")  # openai/guided-diffusion's and genlab's sample.py layouts
+ARRAY_MAGIC = {".npz": b"PK", ".npy": b"\x93NUMPY"}  # a zip archive; numpy's header
 
 
 def samples_source(path: str | Path) -> Path:
@@ -55,7 +56,7 @@ def nested(path: Path) -> str:
 
 
 def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an ``.npz`` (N, H, W[, C]);
+    """uint8 (B, 3, H, W) batches of the images in a folder (sorted by name) or an array file (:func:`read_array`);
     given a ``sample.py`` output folder, the samples in it (not its grid)."""
     path = samples_source(path)
     if path.is_dir():
@@ -75,23 +76,59 @@ def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
                         f"{tuple(image.shape[1:])} (H, W); resize them first."
                     )
             yield torch.stack(images)
-    elif path.suffix == ".npz" and path.is_file():
-        with np.load(path) as data:
-            key = next(
-                (k for k in NPZ_KEYS if k in data.files), data.files[0] if len(data.files) == 1 else None
-            )
-            if key is None:
-                raise ConfigError(f"{path} holds {data.files}: put the images under one of {NPZ_KEYS}.")
-            images = torch.from_numpy(data[key])
-        if images.dtype != torch.uint8 or images.dim() not in (3, 4):
-            raise ConfigError(
-                f"{path}[{key}] is {images.dtype} {tuple(images.shape)}: expected uint8 (N, H, W[, C])."
-            )
-        images = images.unsqueeze(-1) if images.dim() == 3 else images
-        for batch in images.split(batch_size):
-            yield batch.permute(0, 3, 1, 2).expand(-1, 3, -1, -1).contiguous()
+    elif path.suffix.lower() in ARRAY_MAGIC and path.is_file():
+        for batch in read_array(path).split(batch_size):
+            yield batch.expand(-1, 3, -1, -1).contiguous()
+    elif not path.exists():
+        raise ConfigError(f"samples={path} does not exist: give a folder of images, an .npz or an .npy file.")
     else:
-        raise ConfigError(f"samples={path} is neither a folder of images nor an .npz file.")
+        raise ConfigError(f"samples={path} is neither a folder of images nor an .npz or .npy file.")
+
+
+def read_array(path: Path) -> torch.Tensor:
+    """uint8 (N, C, H, W) images (C 1 or 3) of an ``.npz`` (under one of :data:`NPZ_KEYS`, or its only array)
+    or ``.npy``, stored (N, H, W), (N, H, W, C) or (N, C, H, W). Any other array is refused naming the fix:
+    floats are not rescaled here, since whether they span [0, 1] or [-1, 1] changes every metric."""
+    with path.open("rb") as file:
+        if not file.read(6).startswith(ARRAY_MAGIC[path.suffix.lower()]):
+            raise ConfigError(
+                f"{path} is not a numpy {path.suffix} file: write one with np.save or np.savez."
+            )
+    try:
+        array, where = load_array(path)
+    except (OSError, ValueError, EOFError) as error:  # truncated, or pickled objects
+        raise ConfigError(f"{path} is not a readable {path.suffix} file of images: {error}") from None
+    what = f"{where} is {array.dtype} {tuple(array.shape)}"
+    if array.dtype != np.uint8:
+        span = (
+            f" with values in [{array.min():.3g}, {array.max():.3g}]"
+            if array.size and array.dtype.kind in "fiu"
+            else ""
+        )
+        raise ConfigError(
+            f"{what}{span}: expected uint8 pixels 0-255; convert it first, e.g. "
+            "(x * 255).round().clip(0, 255).astype(np.uint8) for images in [0, 1]."
+        )
+    images = torch.from_numpy(array)
+    if images.dim() == 3:
+        return images.unsqueeze(1)
+    if images.dim() == 4 and images.shape[-1] in (1, 3):
+        return images.permute(0, 3, 1, 2)
+    if images.dim() == 4 and images.shape[1] in (1, 3):
+        return images
+    raise ConfigError(f"{what}: expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 (grey) or 3 (RGB).")
+
+
+def load_array(path: Path) -> tuple[np.ndarray, str]:
+    """The images' array of an ``.npy``, or of an ``.npz`` under one of :data:`NPZ_KEYS` (or its only array),
+    and where it was found."""
+    if path.suffix.lower() == ".npy":
+        return np.load(path), str(path)
+    with np.load(path) as data:
+        key = next((k for k in NPZ_KEYS if k in data.files), data.files[0] if len(data.files) == 1 else None)
+        if key is None:
+            raise ConfigError(f"{path} holds {data.files}: put the images under one of {NPZ_KEYS}.")
+        return data[key], f"{path}[{key}]"
 
 
 def _read_image(file: Path) -> torch.Tensor:
