@@ -3,6 +3,7 @@ prdc) on one Inception pass per image; samples from anywhere and reference stati
 
 import json
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -230,13 +231,25 @@ def test_sample_arrays_read_in_any_layout_and_are_refused_with_the_fix(tmp_path)
         "convert it first, e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for images in [0, 1].",
         "rgba.npy": "rgba.npy is uint8 (2, 7, 9, 4): expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1",
         "objects.npy": "objects.npy is not a readable .npy file of images: Object arrays cannot be loaded",
-        "text.npy": "text.npy is not a numpy .npy file: write one with np.save or np.savez.",
+        "text.npy": "text.npy is not a numpy .npy file: write images with np.save or np.savez.",
         "missing.npz": "missing.npz does not exist: give a folder of images, an .npz or an .npy file.",
     }
     for name, message in refusals.items():
         with pytest.raises(ConfigError) as refused:
             next(sample_batches(tmp_path / name, 2))
         assert message in str(refused.value) and "\n" not in str(refused.value), name
+
+    suite = ImageMetricSuite.__new__(ImageMetricSuite)  # the file is refused before the network is used
+    for reference, message in [
+        ("text.npy", "reference=" + str(tmp_path / "text.npy") + " is not an .npz file")
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            suite.load_reference(tmp_path / reference)
+    (tmp_path / "text.npz").write_text("not numpy")
+    with pytest.raises(
+        ConfigError, match="text.npz is not a numpy .npz file: write FID statistics with np.save"
+    ):
+        suite.load_reference(tmp_path / "text.npz")
 
 
 def test_split_train_scores_samples_against_the_training_images(fid_weights, tmp_path):

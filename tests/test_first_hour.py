@@ -195,6 +195,13 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         assert unseen.returncode == 0 and (tmp_path / "s2" / "samples.txt").read_text().startswith("Жили")
     else:
         assert_user_error(unseen, "'Жил': not in the char tokenizer's vocabulary")
+        empty = run_script(
+            "sample.py", [*sample, "prompt=", f"hydra.run.dir={tmp_path / 's3'}"], tmp_path, check=False
+        )
+        assert_user_error(
+            empty,
+            'prompt is empty: the model continues text, so give it at least one token, e.g. prompt="\\n"',
+        )
 
 
 # ---- 4. errors meant for users: one line, no traceback ----

@@ -25,11 +25,11 @@ from genlab.errors import ConfigError
 from genlab.metrics.inception import to_uint8
 from genlab.metrics.suite import ImageMetricSuite
 from genlab.models import GenerativeModel
+from genlab.utils.files import NUMPY_MAGIC, load_numpy
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 NPZ_KEYS = ("arr_0", "images", "samples")  # openai/guided-diffusion's and genlab's sample.py layouts
-ARRAY_MAGIC = {".npz": b"PK", ".npy": b"\x93NUMPY"}  # a zip archive; numpy's header
 
 
 def samples_source(path: str | Path) -> Path:
@@ -76,7 +76,7 @@ def sample_batches(path: str | Path, batch_size: int) -> Iterator[torch.Tensor]:
                         f"{tuple(image.shape[1:])} (H, W); resize them first."
                     )
             yield torch.stack(images)
-    elif path.suffix.lower() in ARRAY_MAGIC and path.is_file():
+    elif path.suffix.lower() in NUMPY_MAGIC and path.is_file():
         for batch in read_array(path).split(batch_size):
             yield batch.expand(-1, 3, -1, -1).contiguous()
     elif not path.exists():
@@ -89,15 +89,7 @@ def read_array(path: Path) -> torch.Tensor:
     """uint8 (N, C, H, W) images (C 1 or 3) of an ``.npz`` (under one of :data:`NPZ_KEYS`, or its only array)
     or ``.npy``, stored (N, H, W), (N, H, W, C) or (N, C, H, W). Any other array is refused naming the fix:
     floats are not rescaled here, since whether they span [0, 1] or [-1, 1] changes every metric."""
-    with path.open("rb") as file:
-        if not file.read(6).startswith(ARRAY_MAGIC[path.suffix.lower()]):
-            raise ConfigError(
-                f"{path} is not a numpy {path.suffix} file: write one with np.save or np.savez."
-            )
-    try:
-        array, where = load_array(path)
-    except (OSError, ValueError, EOFError) as error:  # truncated, or pickled objects
-        raise ConfigError(f"{path} is not a readable {path.suffix} file of images: {error}") from None
+    array, where = load_array(path)
     what = f"{where} is {array.dtype} {tuple(array.shape)}"
     if array.dtype != np.uint8:
         span = (
@@ -122,9 +114,10 @@ def read_array(path: Path) -> torch.Tensor:
 def load_array(path: Path) -> tuple[np.ndarray, str]:
     """The images' array of an ``.npy``, or of an ``.npz`` under one of :data:`NPZ_KEYS` (or its only array),
     and where it was found."""
+    loaded = load_numpy(path, "images")
     if path.suffix.lower() == ".npy":
-        return np.load(path), str(path)
-    with np.load(path) as data:
+        return loaded, str(path)
+    with loaded as data:
         key = next((k for k in NPZ_KEYS if k in data.files), data.files[0] if len(data.files) == 1 else None)
         if key is None:
             raise ConfigError(f"{path} holds {data.files}: put the images under one of {NPZ_KEYS}.")

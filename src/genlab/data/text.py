@@ -265,7 +265,13 @@ class TokenizedDataModule(GenlabDataModule):
 
     def prompt_ids(self, text: str) -> list[int]:
         """``sample.py``'s prompt as the model reads it: its tokens (a translation model: a source sentence)."""
-        return self.tokenizer.encode(text)
+        ids = self.tokenizer.encode(text)
+        if not ids:
+            raise ConfigError(
+                "prompt is empty: the model continues text, so give it at least one token, e.g. "
+                'prompt="\\n" (the default) or prompt="ROMEO:".'
+            )
+        return ids
 
     def model_inputs(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size}

@@ -21,7 +21,7 @@ from genlab.metrics.isc import InceptionScore
 from genlab.metrics.kid import KID
 from genlab.metrics.prdc import PrecisionRecall
 from genlab.metrics.real_stats import RealStatistics
-from genlab.utils.files import atomic_write
+from genlab.utils.files import atomic_write, load_numpy
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,11 @@ class ImageMetricSuite:
         """Real statistics from a :meth:`save_reference` file or any ``mu``/``sigma`` .npz; metrics that need
         features the file lacks are turned off, with one line saying so."""
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file() or path.suffix.lower() != ".npz":
             raise ConfigError(
-                f"reference={path} is not a file: give a statistics .npz (mu, sigma[, features])."
+                f"reference={path} is not an .npz file: give a statistics .npz (mu, sigma[, features])."
             )
-        with np.load(path) as data:
+        with load_numpy(path, "FID statistics") as data:
             if not {"mu", "sigma"} <= set(data.files):
                 raise ConfigError(
                     f"{path} holds {data.files}, not FID statistics: it needs 'mu' and 'sigma'."
