@@ -567,18 +567,25 @@ def test_a_corpus_in_other_languages_or_split_names_gets_the_option_to_set(tmp_p
     assert len(dm.dataset("val")) == len(dm.dataset("test")) == 2
 
 
-def test_one_file_of_pairs_is_carved_into_seeded_splits(tmp_path):
+def test_one_file_of_pairs_is_carved_into_seeded_splits(tmp_path, caplog):
     """data.root=<pairs.tsv>: one source<TAB>target file (as Tatoeba's, trimmed to two columns) is split by the
-    fractions, the same way for the same seed; the three-column export gets the command that trims it."""
-    from genlab.data.text import ParallelDataModule
+    fractions, the same way for the same seed; a header line naming the columns is skipped; the three-column
+    export gets the command that trims it."""
+    from genlab.data.text import ParallelDataModule, read_pairs
 
     pairs = [(f"source {i}", f"target {i}") for i in range(100)]
-    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    header = "De\tEN\n"  # the columns' names, as pandas writes them: not a pair
+    (tmp_path / "pairs.tsv").write_text(header + "".join(f"{a}\t{b}\n" for a, b in pairs))
     one = {"root": str(tmp_path / "pairs.tsv"), "vocab_size": 300, "block_size": 16}
     dm = ParallelDataModule(**one, val_fraction=0.1, test_fraction=0.05)
-    dm.setup()
+    with caplog.at_level(logging.INFO, logger="genlab.data.text"):
+        dm.setup()
+    assert "pairs.tsv: line 1 (De | EN) names the columns: skipped as a header" in caplog.text
     sizes = [len(dm.dataset(split)) for split in ("train", "val", "test")]
     assert sizes == [85, 10, 5]
+    assert read_pairs(tmp_path / "pairs.tsv") == [("De", "EN"), *pairs], "other languages' codes are a pair"
+    (tmp_path / "named.tsv").write_text("source\ttarget\n\t\n" + header)
+    assert read_pairs(tmp_path / "named.tsv", ("fr", "en")) == [("", ""), ("De", "EN")]
     val = [reference for _, reference in dm.bleu_pairs(None, "val")]
     test = [reference for _, reference in dm.bleu_pairs(None, "test")]
     assert not set(val) & set(test) and set(val) <= {b for _, b in pairs}

@@ -696,11 +696,24 @@ def _json_lines(path: Path, text: str) -> list[tuple[int, Any]]:
     return records
 
 
-def read_pairs(path: Path) -> list[tuple[str, str]]:
+#: Column names of a TSV's header line besides the languages' codes (pandas' and HF datasets' exports).
+HEADER_NAMES = {("source", "target"), ("src", "tgt"), ("src", "trg")}
+
+
+def read_pairs(path: Path, languages: tuple[str, str] | None = None) -> list[tuple[str, str]]:
     """The source<TAB>target pairs of a TSV file (blank lines skipped), or one error naming the bad lines; for
-    lines of three or more fields (Tatoeba's exports add an attribution), the command that keeps two."""
+    lines of three or more fields (Tatoeba's exports add an attribution), the command that keeps two. A first
+    line naming the columns (``de<TAB>en`` for ``languages`` de, en, or ``source<TAB>target``) is a header,
+    skipped with a line saying so."""
     lines = enumerate(_read_lines(path), start=1)
     rows = {number: line.split("\t") for number, line in lines if line}
+    first = next(iter(rows), None)
+    header = HEADER_NAMES | ({tuple(c.lower() for c in languages)} if languages else set())
+    if first is not None and tuple(field.strip().lower() for field in rows[first]) in header:
+        log.info(
+            "%s: line %d (%s) names the columns: skipped as a header", path, first, " | ".join(rows[first])
+        )
+        del rows[first]
     bad = [number for number, row in rows.items() if len(row) != 2]
     if bad and all(len(rows[number]) > 2 for number in bad):
         fields = len(rows[bad[0]])
@@ -818,7 +831,7 @@ class ParallelDataModule(TokenizedDataModule):
 
     def carve_file(self) -> dict[str, list[tuple[str, str]]]:
         """The pairs of the one file ``data.root`` as train / val (/ test) by the fractions, in a seeded order."""
-        pairs = read_pairs(self.root)
+        pairs = read_pairs(self.root, (self.source, self.target))
         held = f"{self.root} holds {len(pairs)} pair{'s' if len(pairs) != 1 else ''}"
         splits = carve(len(pairs), self.val_fraction, self.test_fraction, self.seed, held, "pairs")
         ranges = dict(zip(("train", "val", "test"), splits))
@@ -836,7 +849,7 @@ class ParallelDataModule(TokenizedDataModule):
                 )
             return list(zip(sources, targets))
         if files is not None:
-            return read_pairs(files)
+            return read_pairs(files, (self.source, self.target))
         role = next((role for role, stem in self.splits.items() if stem == split), "train")
         raise DatasetNotFoundError(
             f"No {split} split in {self.root}: expected {split}.{self.source}[.gz] + {split}.{self.target}[.gz] "
