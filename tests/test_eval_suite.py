@@ -252,6 +252,19 @@ def test_sample_arrays_read_in_any_layout_and_are_refused_with_the_fix(tmp_path)
         suite.load_reference(tmp_path / "text.npz")
 
 
+def test_metric_settings_typed_for_a_checkpoint_apply_to_its_metrics(gan_run, fid_weights, tmp_path):
+    """eval.py ckpt_path=<run trained with FID> metrics.max_real=8, as a user types it, sets the run's metric
+    (it trained with 24 real images), like +overrides.metrics.max_real=8; it was eval's own section, unused."""
+    from tests.conftest import run_script
+
+    env = {"GENLAB_FID_WEIGHTS": str(fid_weights)}
+    for typed in ("metrics.max_real=8", "+overrides.metrics.max_real=8"):
+        out = tmp_path / typed.lstrip("+")
+        run_script("eval.py", [f"ckpt_path={gan_run}", typed, f"hydra.run.dir={out}"], tmp_path, env=env)
+        protocol = json.loads((out / "metrics.json").read_text())["protocol"]["fid"]
+        assert (protocol["real_images"], protocol["samples"]) == (8, 16), typed
+
+
 def test_split_train_scores_samples_against_the_training_images(fid_weights, tmp_path):
     """split=train (the CIFAR-10 tables' protocol): the real statistics are the training images', in order,
     as many as metrics.max_real; the metrics and their protocol say so."""

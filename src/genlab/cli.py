@@ -131,14 +131,20 @@ def resumed_command(args: list[str]) -> list[str]:
     return overrides
 
 
-CHECKPOINT_SECTIONS = ("model", "data")  # of a run's stored config, changed by eval.py's `overrides`
+CHECKPOINT_SECTIONS = (
+    "model",
+    "data",
+    "metrics",
+)  # of a run's stored config, changed by eval.py's `overrides`
 
 
 def checkpoint_overrides(args: list[str]) -> list[str]:
-    """eval.py's arguments, with ``model.<key>=...`` and ``data.<key>=...`` read as changes to the evaluated
-    checkpoint's stored config (``+overrides.model.<key>=...``), as a user types them: eval.py's own config
-    has no model, and its data group only names the reference of samples from anywhere (``samples=``,
-    ``export_reference=``, chosen with ``data=``), which these arguments then keep addressing."""
+    """eval.py's arguments, with ``model.<key>=...``, ``data.<key>=...`` and ``metrics.<key>=...`` read as
+    changes to the evaluated checkpoint's stored config (``+overrides.model.<key>=...``), as a user types them:
+    eval.py's own config has no model, and its data and metrics groups only set up samples from anywhere
+    (``samples=``, ``export_reference=``, chosen with ``data=``; the metrics of a run trained without them),
+    which these arguments then keep addressing. Typed for a run trained with FID, ``metrics.max_real=5000``
+    was otherwise set on eval's own section and silently not applied."""
     keys = [arg.split("=", 1)[0] for arg in args]
     if "ckpt_path" not in keys or {"data", "samples", "export_reference"} & set(keys):
         return args
