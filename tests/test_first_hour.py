@@ -291,6 +291,27 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             "trainer.gradient_clip_val does not apply: this model steps its optimizers itself",
         ),
         "seed": ("train.py", ["seed=abc"], "seed must be a whole number, got 'abc': e.g. seed=42"),
+        "override_typo": (
+            "train.py",
+            ["model.lrr=0.1"],
+            "model.lrr is not an option of model; did you mean model.lr?",
+        ),
+        "unknown_config": (
+            "train.py",
+            ["model=ganx"],
+            "model=ganx is not a config of model (conf/model/): choose one of diffusion, flow, gan, gpt, vae",
+        ),
+        "unlisted_argument": (  # an argument of the class the config leaves out: Hydra's `+` is the way
+            "train.py",
+            ["callbacks.model_checkpoint.save_last=true"],
+            "callbacks.model_checkpoint.save_last is not in callbacks.model_checkpoint's config, but "
+            "pytorch_lightning.callbacks.ModelCheckpoint takes it: add it with +callbacks.model_checkpoint.save_last=true",
+        ),
+        "sample_training_key": (
+            "sample.py",
+            [f"ckpt_path={gan_run}", "model.num_samples=4"],
+            "model.num_samples: this command's config has no model section; did you mean num_samples=4?",
+        ),
         "top_p": (
             "sample.py",
             [f"ckpt_path={gan_run}", "top_p=1.5"],
@@ -365,6 +386,8 @@ def test_full_error_switch_shows_the_traceback(tmp_path):
         check=False,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "CheckpointError" in proc.stderr
+    typo = run_script("train.py", ["model.lrr=0.1"], tmp_path, env={"HYDRA_FULL_ERROR": "1"}, check=False)
+    assert typo.returncode != 0 and "Traceback" in typo.stderr and "ConfigCompositionException" in typo.stderr
 
 
 def test_resume_with_a_larger_budget_trains_on(gan_run, tmp_path):

@@ -8,11 +8,12 @@ a mistyped value is reported in about a second, not after the 5-10 s of importin
 import difflib
 import inspect
 import os
+import re
 from pathlib import Path
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationResolutionError
 
 from genlab.errors import CheckpointError, ConfigError
 
@@ -276,11 +277,53 @@ def check_override_keys(run_cfg: DictConfig, overrides: DictConfig, path: str = 
             names, open_ended = _target_options(run_cfg) if "_target_" in run_cfg else (set(), False)
             if open_ended or key in names:
                 continue
-            options = sorted({str(k) for k in run_cfg if not str(k).startswith("_")} | names)
-            close = difflib.get_close_matches(str(key), options, n=1)
-            hint = f"did you mean {path}{close[0]}?" if close else f"its options: {', '.join(options)}"
             raise ConfigError(
-                f"{here} is not an option of the evaluated run's {path.rstrip('.') or 'config'}; {hint}"
+                f"{here} is not an option of the evaluated run's {path.rstrip('.') or 'config'}; "
+                + _closest(str(key), _options(run_cfg) | names, path)
             )
         if isinstance(value, DictConfig):
             check_override_keys(run_cfg._get_node(key), value, f"{here}.")
+
+
+def _options(node: DictConfig) -> set[str]:
+    return {str(k) for k in node if not str(k).startswith("_")}
+
+
+def _closest(key: str, options: set[str], path: str) -> str:
+    """ "did you mean <path><option>?" for the option closest to ``key``, else the options."""
+    close = difflib.get_close_matches(key, sorted(options), n=1)
+    return f"did you mean {path}{close[0]}?" if close else f"its options: {', '.join(sorted(options))}"
+
+
+def composition_error(error: Exception) -> str:
+    """One line for Hydra's refusal of a command's overrides, in place of its five. A key the config lacks
+    (``model.lrr=0.1``) names the closest option; Hydra's advice to append it (``+model.lrr=0.1``) is given only
+    where the node's class takes that argument. An unknown config of a group (``model=ganx``) lists the group's."""
+    text = str(error)
+    cause = error.__cause__
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and isinstance(cause.parent_node, DictConfig):
+        full = str(cause.full_key)
+        path, _, key = full.rpartition(".")
+        node, where = cause.parent_node, path or "the config"
+        typed = re.search(r"Could not override '([^']+)'", text)
+        if typed and typed[1] != full:  # a whole section the command's config lacks (sample.py's model.<key>)
+            leaf = typed[1].rpartition(".")[2]
+            value = text.partition("To append to your config use ")[2].strip().partition("=")[2]
+            options = ", ".join(sorted(_options(node)))
+            hint = f"did you mean {leaf}={value}?" if leaf in node else f"its options: {options}"
+            return f"{typed[1]}: this command's config has no {full} section; {hint}"
+        names, open_ended = _target_options(node) if "_target_" in node else (set(), False)
+        if key in names or (open_ended and names):
+            append = text.partition("To append to your config use ")[2].strip() or f"+{full}=..."
+            return f"{full} is not in {where}'s config, but {node._target_} takes it: add it with {append}"
+        hint = _closest(key, _options(node) | names, path + "." if path else "")
+        return f"{full} is not an option of {where}; {hint}"
+    if missing := re.search(r"Could not find '(.+)/([^/']+)'", text):
+        group, name = missing.groups()
+        listed = text.partition("Available options in")[2].partition("Config search path")[0]
+        choices = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+        return (
+            f"{group}={name} is not a config of {group} (conf/{group}/): choose one of {', '.join(choices)}"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))

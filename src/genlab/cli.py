@@ -12,10 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from genlab.checks import composition_error
 from genlab.errors import ConfigError, GenlabError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
@@ -55,6 +57,7 @@ def report_user_errors(task: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
+        _restore_full_error()  # the config is composed: Hydra reports the job's own errors as the user asked
         try:
             return task(*args, **kwargs)
         except Exception as err:
@@ -131,17 +134,14 @@ def resumed_command(args: list[str]) -> list[str]:
     return overrides
 
 
-CHECKPOINT_SECTIONS = (
-    "model",
-    "data",
-    "metrics",
-)  # of a run's stored config, changed by eval.py's `overrides`
+# sections of a run's stored config that eval.py's `overrides` change as typed (model.beam_size=4)
+CHECKPOINT_SECTIONS = ("model", "data", "metrics", "callbacks")
 
 
 def checkpoint_overrides(args: list[str]) -> list[str]:
-    """eval.py's arguments, with ``model.<key>=...``, ``data.<key>=...`` and ``metrics.<key>=...`` read as
-    changes to the evaluated checkpoint's stored config (``+overrides.model.<key>=...``), as a user types them:
-    eval.py's own config has no model, and its data and metrics groups only set up samples from anywhere
+    """eval.py's arguments, with ``model.<key>=...`` and the like (:data:`CHECKPOINT_SECTIONS`) read as changes
+    to the evaluated checkpoint's stored config (``+overrides.model.<key>=...``), as a user types them. eval.py's
+    own config has no model or callbacks, and its data and metrics groups only set up samples from anywhere
     (``samples=``, ``export_reference=``, chosen with ``data=``; the metrics of a run trained without them),
     which these arguments then keep addressing. Typed for a run trained with FID, ``metrics.max_real=5000``
     was otherwise set on eval's own section and silently not applied."""
@@ -252,12 +252,27 @@ def run_and_exit(main: Callable[[], Any]) -> NoReturn:
     are joined (``threading._shutdown``, which also stops idle thread pools), ``atexit`` handlers run
     (loggers, W&B, multiprocessing's clean-up), the standard streams are flushed; the exit status is
     the same. An exception other than ``SystemExit`` ends the process the usual way (with its traceback).
+
+    An override Hydra cannot apply (``model.lrr=0.1``, ``model=ganx``) is one line naming the closest option
+    (:func:`~genlab.checks.composition_error`): ``HYDRA_FULL_ERROR`` is held at 1 while the config is composed,
+    so Hydra raises it here instead of printing it, and set back as the user had it once the job starts.
     """
+    _typed_full_error[:] = [os.environ.get(FULL_ERROR_ENV)]
+    os.environ[FULL_ERROR_ENV] = (
+        "1"  # Hydra raises an override it cannot apply to here, not five lines of its own
+    )
     try:
         main()
         code: Any = 0
     except SystemExit as stop:
         code = stop.code
+    except (HydraException, OmegaConfBaseException) as error:
+        typed = _typed_full_error[0] if _typed_full_error else "1"
+        if typed == "1":  # raised by the job, or the user asked for tracebacks
+            raise
+        _restore_full_error()
+        print(f"Error: {composition_error(error)}", file=sys.stderr, flush=True)
+        code = 1
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is None:  # not CPython: the ordinary exit
         sys.exit(code)
@@ -270,6 +285,19 @@ def run_and_exit(main: Callable[[], Any]) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or stream
             stream.flush()
     os._exit(code or 0)
+
+
+_typed_full_error: list[str | None] = []  # the user's HYDRA_FULL_ERROR while run_and_exit holds it at "1"
+
+
+def _restore_full_error() -> None:
+    """The user's ``HYDRA_FULL_ERROR`` again, once the config is composed (see :func:`run_and_exit`)."""
+    if _typed_full_error:
+        typed = _typed_full_error.pop()
+        if typed is None:
+            os.environ.pop(FULL_ERROR_ENV, None)
+        else:
+            os.environ[FULL_ERROR_ENV] = typed
 
 
 def fail(message: str) -> None:
