@@ -290,7 +290,7 @@ def _options(node: DictConfig) -> set[str]:
 
 
 def _closest(key: str, options: set[str], path: str) -> str:
-    """ "did you mean <path><option>?" for the option closest to ``key``, else the options."""
+    """Names the option closest to ``key`` (``did you mean <path><option>?``), else lists the options."""
     close = difflib.get_close_matches(key, sorted(options), n=1)
     return f"did you mean {path}{close[0]}?" if close else f"its options: {', '.join(sorted(options))}"
 
@@ -306,15 +306,15 @@ def composition_error(error: Exception) -> str:
         path, _, key = full.rpartition(".")
         node, where = cause.parent_node, path or "the config"
         typed = re.search(r"Could not override '([^']+)'", text)
+        # Hydra's own advice, +<key>=<value> as typed
+        append = text.partition("To append to your config use ")[2].strip() or f"+{full}=..."
         if typed and typed[1] != full:  # a whole section the command's config lacks (sample.py's model.<key>)
-            leaf = typed[1].rpartition(".")[2]
-            value = text.partition("To append to your config use ")[2].strip().partition("=")[2]
+            leaf, value = typed[1].rpartition(".")[2], append.partition("=")[2]
             options = ", ".join(sorted(_options(node)))
             hint = f"did you mean {leaf}={value}?" if leaf in node else f"its options: {options}"
             return f"{typed[1]}: this command's config has no {full} section; {hint}"
         names, open_ended = _target_options(node) if "_target_" in node else (set(), False)
         if key in names or (open_ended and names):
-            append = text.partition("To append to your config use ")[2].strip() or f"+{full}=..."
             return f"{full} is not in {where}'s config, but {node._target_} takes it: add it with {append}"
         hint = _closest(key, _options(node) | names, path + "." if path else "")
         return f"{full} is not an option of {where}; {hint}"

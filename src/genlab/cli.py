@@ -21,6 +21,7 @@ from genlab.checks import composition_error
 from genlab.errors import ConfigError, GenlabError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+_typed_full_error: list[str | None] = []  # the user's HYDRA_FULL_ERROR while run_and_exit holds it at "1"
 
 
 def user_error(err: BaseException) -> GenlabError | None:
@@ -258,9 +259,7 @@ def run_and_exit(main: Callable[[], Any]) -> NoReturn:
     so Hydra raises it here instead of printing it, and set back as the user had it once the job starts.
     """
     _typed_full_error[:] = [os.environ.get(FULL_ERROR_ENV)]
-    os.environ[FULL_ERROR_ENV] = (
-        "1"  # Hydra raises an override it cannot apply to here, not five lines of its own
-    )
+    os.environ[FULL_ERROR_ENV] = "1"  # Hydra raises an override it cannot apply, not printing five lines
     try:
         main()
         code: Any = 0
@@ -285,9 +284,6 @@ def run_and_exit(main: Callable[[], Any]) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or stream
             stream.flush()
     os._exit(code or 0)
-
-
-_typed_full_error: list[str | None] = []  # the user's HYDRA_FULL_ERROR while run_and_exit holds it at "1"
 
 
 def _restore_full_error() -> None:

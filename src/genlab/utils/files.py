@@ -41,7 +41,7 @@ NUMPY_MAGIC = {".npz": b"PK", ".npy": b"\x93NUMPY"}  # a zip archive; numpy's he
 
 def load_numpy(path: Path, what: str) -> Any:
     """``np.load(path)`` of an ``.npy`` or ``.npz`` (no pickled objects); a file that is neither, or cannot be
-    read, is one :class:`ConfigError` naming it as ``what`` (e.g. "a file of images")."""
+    read, is one :class:`ConfigError` naming what it should hold (``what``, e.g. "images")."""
     suffix = path.suffix.lower()
     with path.open("rb") as file:
         if not file.read(6).startswith(NUMPY_MAGIC.get(suffix, b"\x93NUMPY")):
