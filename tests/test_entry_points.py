@@ -323,6 +323,8 @@ def test_a_prompt_reaches_the_config_as_typed(text):
         ("logger.wandb.name=β-VAE, run (2)", "β-VAE, run (2)", True),  # a name is a string too
         ("ckpt_path=null", None, False),  # Hydra's null stays null
         ("data.root=${paths.data_dir}/x", "${paths.data_dir}/x", False),  # an interpolation stays one
+        ("data.urls=shards/train-{000000..000002}.tar", "shards/train-{000000..000002}.tar", True),  # braces
+        ("data.val_urls=s3://b/val-000000.tar", "s3://b/val-000000.tar", False),
     ],
 )
 def test_a_path_reaches_the_config_as_typed(arg, value, quoted):

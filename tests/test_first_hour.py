@@ -296,6 +296,11 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             ["model.lrr=0.1"],
             "model.lrr is not an option of model; did you mean model.lr?",
         ),
+        "unreadable_value": (
+            "train.py",
+            ["model.lr=[1,2"],
+            "model.lr=[1,2: Hydra cannot read this value (no viable alternative at input '[1,2'); quote it",
+        ),
         "unknown_config": (
             "train.py",
             ["model=ganx"],
@@ -339,14 +344,15 @@ CASES = [
     "missing_dataset", "batch_size", "lr", "image_size", "empty_folder", "unwritable", "other_family",
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
-    "gan_clipping", "eval_ckpt_train_split", "resume_untyped", "jsonl_field",
+    "gan_clipping", "eval_ckpt_train_split", "resume_untyped", "jsonl_field", "override_typo", "unknown_config",
+    "unlisted_argument", "sample_training_key", "unreadable_value",
 ]  # fmt: skip
 
 
 # Mistakes the config alone shows are reported before the heavy imports: in about a second instead of 5-10 s.
 CONFIG_ONLY = (
     "batch_size", "lr", "image_size", "missing_ckpt", "no_samples", "fp16_on_cpu", "top_p", "seed", "eval_other_data",
-    "eval_ckpt_train_split",
+    "eval_ckpt_train_split", "unknown_config", "sample_training_key", "unreadable_value",
 )  # fmt: skip
 NOT_IMPORTED = {
     **dict.fromkeys(CONFIG_ONLY, "torch"),

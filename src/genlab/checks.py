@@ -325,5 +325,9 @@ def composition_error(error: Exception) -> str:
         return (
             f"{group}={name} is not a config of {group} (conf/{group}/): choose one of {', '.join(choices)}"
         )
+    if override := getattr(error, "override", None):  # Hydra's parser: which argument, and the way out
+        key, _, value = override.partition("=")
+        reason = text.splitlines()[0]
+        return f"{override}: Hydra cannot read this value ({reason}); quote it: '{key}=\"{value}\"'"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(line for line in lines if not line.startswith(("Config search path", "provider=")))

@@ -158,7 +158,7 @@ def checkpoint_overrides(args: list[str]) -> list[str]:
 
 
 TEXT_KEYS = ("prompt",)  # options whose value is free text
-# options whose value is a path or a name (and any ending in _path, _root, _dir or _name)
+# options whose value is a path or a name (and any ending in _path, _root, _dir, _name or urls: shard patterns)
 STRING_KEYS = (
     "path",
     "root",
@@ -205,7 +205,7 @@ def quoted_overrides(args: list[str]) -> list[str]:
 
 
 def is_string_key(name: str) -> bool:
-    return name in STRING_KEYS or name.endswith(("_path", "_root", "_dir", "_name"))
+    return name in STRING_KEYS or name.endswith(("_path", "_root", "_dir", "_name", "urls"))
 
 
 def hydra_reads(value: str) -> tuple[bool, Any]:
