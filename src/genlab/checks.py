@@ -51,7 +51,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     chosen = [key for key in ("ckpt_path", "samples", "export_reference") if cfg.get(key)]
     if len(chosen) != 1:
         raise ConfigError(
-            "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz> (with data=... or "
+            "eval.py evaluates one thing: ckpt_path=<checkpoint>, samples=<folder | .npz | .npy> (with data=... or "
             f"reference=<stats.npz>), or export_reference=<file.npz> with data=...; got {chosen or 'none'}."
         )
     if cfg.split == "train" and cfg.get("ckpt_path"):

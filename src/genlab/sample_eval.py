@@ -1,8 +1,8 @@
-"""Image metrics of samples from anywhere (a folder of images or an ``.npz``), against a datamodule's split
+"""Image metrics of samples from anywhere (a folder of images, an ``.npz`` or ``.npy``), against a datamodule's split
 or a reference statistics file; and the export of a split's real statistics to such a file.
 
-    python src/eval.py samples=<folder | .npz> data=mnist data.root=<folder>   # against MNIST's val split
-    python src/eval.py samples=<folder | .npz> reference=<stats.npz>
+    python src/eval.py samples=<folder | .npz | .npy> data=mnist data.root=<folder>   # against MNIST's val split
+    python src/eval.py samples=<folder | .npz | .npy> reference=<stats.npz>
     python src/eval.py export_reference=<stats.npz> data=mnist data.root=<folder> split=test
 
 ``split=train`` scores samples against the training images, the protocol of most CIFAR-10 tables (50k samples
