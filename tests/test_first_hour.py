@@ -188,6 +188,19 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         assert after["genlab_config"]["data"]["path"] == str(book)
         decays = [group["weight_decay"] for group in after["optimizer_states"][0]["param_groups"]]
         assert decays == [0.05, 0.0], "the setting typed now, not the checkpoint's 0.1"
+        # trained on with another text: read with the model's vocabulary, not one learned from that text
+        sequel = tmp_path / "sequel.txt"
+        sequel.write_text("The calm sea was grey. We sailed on.\n" * 60)  # 18 of the book's characters
+        on = [f"ckpt_path={run}", "trainer.max_epochs=3", f"data.path={sequel}"]
+        run_script("train.py", [*on, f"hydra.run.dir={tmp_path / 'sequel'}"], tmp_path)
+        assert (tmp_path / "sequel" / "tokenizer.json").read_text() == (run / "tokenizer.json").read_text()
+        sequel.write_text(sequel.read_text() + "Жили-были.\n")
+        unknown = run_script("train.py", [*on, f"hydra.run.dir={tmp_path / 'x'}"], tmp_path, check=False)
+        assert_user_error(unknown, "'-Жбилы': not in the char tokenizer's vocabulary")
+        bpe = run_script(
+            "train.py", [*on, "data.tokenizer=bpe", f"hydra.run.dir={tmp_path / 'y'}"], tmp_path, check=False
+        )
+        assert_user_error(bpe, "data.tokenizer=bpe: the checkpoint's model reads a char vocabulary of")
     unseen = run_script(
         "sample.py", [*sample, 'prompt="Жили"', f"hydra.run.dir={tmp_path / 's2'}"], tmp_path, check=False
     )
@@ -264,6 +277,17 @@ def bad_inputs(tmp: Path, gan_run: Path) -> dict[str, tuple[str, list[str], str]
             "train.py",
             [f"ckpt_path={gan_run}", "trainer.max_epochs=1"],
             "leaves nothing to train",
+        ),
+        "resume_other_shape": (  # a setting that shapes the weights, typed anew: Lightning's load traceback
+            "train.py",
+            [f"ckpt_path={gan_run}", "model.generator.width=32", "trainer.max_epochs=3"],
+            "Settings that differ from the run's: model.generator.width=32 (the run: 16). Resume with the run's",
+        ),
+        "eval_other_shape": (
+            "eval.py",
+            [f"ckpt_path={gan_run}", "+overrides.model.generator.latent_dim=64"],
+            "Settings that differ from the run's: model.generator.latent_dim=64 (the run: 100). Leave out the "
+            "overrides that change the model's shape.",
         ),
         "resume_untyped": (  # retyped without width 16: the default 64 would not load
             "train.py",
@@ -345,7 +369,7 @@ CASES = [
     "truncated_ckpt", "missing_ckpt", "no_samples", "fp16_on_cpu", "gpu_absent", "fid_weights", "gan_loss", "gpt_on_images", "resolution",
     "smaller_budget", "csv_flush", "samples_in_subfolders", "ebook", "top_p", "seed", "eval_other_data",
     "gan_clipping", "eval_ckpt_train_split", "resume_untyped", "jsonl_field", "override_typo", "unknown_config",
-    "unlisted_argument", "sample_training_key", "unreadable_value",
+    "unlisted_argument", "sample_training_key", "unreadable_value", "resume_other_shape", "eval_other_shape",
 ]  # fmt: skip
 
 

@@ -6,12 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
+from genlab.data.base import GenlabDataModule
 from genlab.errors import CheckpointError, ConfigError
 
 CONFIG_KEY = "genlab_config"
 OVERRIDES_KEY = "genlab_overrides"  # the command-line overrides the run was composed from
+#: Why a run's own config builds a model that its weights do not fit, and what to do.
+STALE_NETWORK = (
+    "The run's own config builds this model, so the checkpoint was written by a genlab whose networks differ "
+    "from this one's: use that version of genlab to read it."
+)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, search_dirs: tuple[Path, ...] = ()) -> str | None:
@@ -82,6 +89,30 @@ def check_resumable(path: str, cfg) -> dict[str, Any]:
     return checkpoint
 
 
+def restore_data_state(path: str, datamodule, checkpoint: dict[str, Any]) -> None:
+    """Gives ``datamodule`` what the checkpoint's run kept of its data for the model (its tokenizer: the
+    declared ``state_kind``) before any data is read, so that a resumed run reads its data, other files
+    included, as the model learned to. The state is the one of the run's datamodule class; another class takes
+    it over where it declares the same kind, and is refused where the run kept state it cannot take."""
+    kind = type(datamodule).state_kind
+    stored = ((checkpoint.get(CONFIG_KEY) or {}).get("data") or {}).get("_target_")
+    try:
+        run_class = get_class(stored) if stored else type(datamodule)
+    except (ImportError, ValueError):  # a class of an older genlab: its state is not read here
+        return
+    state = checkpoint.get(run_class.__qualname__) or {}
+    if not (issubclass(run_class, GenlabDataModule) and run_class.state_kind and state):
+        return
+    run_kind = run_class.state_kind
+    if run_kind != kind:
+        raise ConfigError(
+            f"ckpt_path={path} was trained on data={run_class.name}, whose {run_kind} the model is built on; "
+            f"data={datamodule.name} cannot take it over: resume with data={run_class.name} (other files of its "
+            "kind are fine), or start a new run without ckpt_path."
+        )
+    datamodule.load_state_dict(state)
+
+
 RUN_SECTIONS = ("model", "data")  # what a resumed run must share with the run it continues
 RUN_GROUPS = ("model", "data", "experiment")  # choosing one of these on resuming retypes the run
 
@@ -140,23 +171,18 @@ def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str])
     resuming a hinge-loss run) is refused in one line naming the values to type. Typed ones change on purpose,
     as do all of a section whose group is typed with another class (``data=mnist`` on a ``digits`` run);
     interpolated settings (compared where they come from) and ones filled in later (null) are not compared."""
-    stored = checkpoint.get(CONFIG_KEY) or {}
     typed_keys = [arg.split("=", 1)[0].lstrip("+~") for arg in typed]
-    changed = []
-    for section in RUN_SECTIONS:
-        if section not in cfg or section not in stored:
-            continue
-        now = flat(OmegaConf.to_container(cfg[section], resolve=True), section)
-        raw = flat(OmegaConf.to_container(cfg[section], resolve=False), section)
-        before = flat(stored[section], section)
-        same_class = now.get(f"{section}._target_") == before.get(f"{section}._target_")
-        # model=gan retyped on a GAN run: its values are compared; a group of another class changes them all
-        chosen_keys = [t for t in typed_keys if not (t == section and same_class)]
-        for key in [k for k in before if k in now]:
-            derived = isinstance(raw.get(key), str) and "${" in raw[key]  # compared where it comes from
-            chosen = any(key == t or key.startswith(f"{t}.") for t in chosen_keys)
-            if now[key] != before[key] and now[key] is not None and not derived and not chosen:
-                changed.append((key, before[key], now[key]))
+    differences = run_differences(cfg, checkpoint.get(CONFIG_KEY) or {})
+    # model=gan retyped on a GAN run: its values are compared; a group of another class changes them all
+    retyped = {
+        key.split(".")[0] for key, _, _ in differences if key in {f"{s}._target_" for s in RUN_SECTIONS}
+    }
+    chosen_keys = [t for t in typed_keys if not (t in RUN_SECTIONS and t not in retyped)]
+    changed = [
+        (key, before, now)
+        for key, before, now in differences
+        if not any(key == t or key.startswith(f"{t}.") for t in chosen_keys)
+    ]
     if changed:
         shown = changed[:6]
         more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
@@ -168,6 +194,65 @@ def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str])
             f"({retype}){alone if checkpoint.get(OVERRIDES_KEY) else ''}; to change one on purpose, type its new "
             "value."
         )
+
+
+def check_weights_fit(
+    path: str, model: torch.nn.Module, checkpoint: dict[str, Any], config: DictConfig, fix: str
+) -> None:
+    """The checkpoint's weights load strictly into ``model`` (the model built from ``config``), or one line says which tensors differ, which settings of ``config`` differ from the
+    run's, and ``fix``. Only shapes are compared: a memory-mapped checkpoint is not read."""
+    stored, ours = checkpoint.get("state_dict") or {}, model.state_dict()
+    problems = [
+        f"{k} is {tuple(stored[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+        for k, v in ours.items()
+        if k in stored and stored[k].shape != v.shape
+    ]
+    problems += [f"{k} is missing from the checkpoint" for k in ours if k not in stored]
+    problems += [f"{k} is not in this model" for k in stored if k not in ours]
+    if not problems:
+        return
+    more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+    differ = [
+        f"{key}={typed_value(now)} (the run: {typed_value(before)})"
+        for key, before, now in run_differences(config, checkpoint.get(CONFIG_KEY) or {})
+    ]
+    named = f" Settings that differ from the run's: {', '.join(differ)}." if differ else ""
+    raise ConfigError(
+        f"ckpt_path={path} holds weights that the model built now cannot take: {'; '.join(problems[:2])}{more}."
+        f"{named} {fix}"
+    )
+
+
+def load_weights(
+    path: str, model: torch.nn.Module, checkpoint: dict[str, Any], config: DictConfig, fix: str
+) -> None:
+    """The checkpoint's weights into ``model``, or :func:`check_weights_fit`'s one line."""
+    check_weights_fit(path, model, checkpoint, config, fix)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
+def run_differences(config: DictConfig, stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, the run's value, the value now)`` of each model or data setting of ``config`` that differs from
+    ``stored`` (the run's config); null ones (filled in from the data) and interpolated ones (compared where
+    they come from, e.g. ``data.block_size`` for the network's) are left out."""
+    differences = []
+    for section in RUN_SECTIONS:
+        if section not in config or section not in stored:
+            continue
+        now = flat(OmegaConf.to_container(config[section], resolve=True), section)
+        raw = flat(OmegaConf.to_container(config[section], resolve=False), section)
+        before = flat(stored[section], section)
+        differences += [
+            (key, before[key], now[key])
+            for key in before
+            if key in now and now[key] not in (None, before[key]) and not derived(raw.get(key))
+        ]
+    return differences
+
+
+def derived(value: Any) -> bool:
+    """Whether a raw config value interpolates another (``${data.block_size}``)."""
+    return isinstance(value, str) and "${" in value
 
 
 def flat(tree: Any, prefix: str) -> dict[str, Any]:

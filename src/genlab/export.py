@@ -15,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from genlab.checkpoints import CONFIG_KEY
+from genlab.checkpoints import CONFIG_KEY, STALE_NETWORK, load_weights
 from genlab.errors import CheckpointError, ConfigError
 from genlab.interfaces import ImageGenerator, TextGenerator
 
@@ -56,7 +56,7 @@ def export_run(cfg: DictConfig) -> Path:
     out = Path(cfg.out) if cfg.get("out") else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
     model = instantiate(run_cfg.model, _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(ckpt_path, model, checkpoint, run_cfg, STALE_NETWORK)
     state = {
         k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
     }  # tied weights: copies

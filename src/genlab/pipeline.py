@@ -22,11 +22,15 @@ from genlab.callbacks.run_config import StoreConfig
 from genlab.callbacks.validation import ValidateAcrossEpochs
 from genlab.checkpoints import (
     CONFIG_KEY,
+    STALE_NETWORK,
     check_resumable,
     check_same_run,
+    check_weights_fit,
     load_checkpoint,
+    load_weights,
     portable_overrides,
     resolve_ckpt_path,
+    restore_data_state,
 )
 from genlab.checks import (
     ConfigError,
@@ -79,6 +83,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     absolute_data_paths(cfg)
     get_class(cfg.model._target_).configure_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
+    typed = typed_overrides()
+    checkpoint = check_resumable(ckpt_path, cfg) if ckpt_path else None
+    if checkpoint is not None:
+        if typed is not None:
+            check_same_run(ckpt_path, cfg, checkpoint, typed)
+        restore_data_state(ckpt_path, datamodule, checkpoint)  # the model's tokenizer, before text is read
     if cfg.get("test"):
         check_test_split(datamodule)
     fill_model_inputs(cfg, datamodule)
@@ -86,12 +97,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     model = instantiate(cfg.model, _convert_="all")
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), (output_dir, Path(cfg.paths.log_dir)))
-    typed = typed_overrides()
-    if ckpt_path:
-        checkpoint = check_resumable(ckpt_path, cfg)
-        if typed is not None:
-            check_same_run(ckpt_path, cfg, checkpoint, typed)
+    if checkpoint is not None:
+        fix = "Resume with the run's values of the settings that shape the model, or start a new run without ckpt_path."
+        check_weights_fit(ckpt_path, model, checkpoint, cfg, fix)
         continue_logged_run(cfg, checkpoint)
 
     image_metrics = select_metrics(cfg, model)
@@ -282,7 +290,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         if datamodule.references and not run_cfg.model.get("bleu_samples"):
             run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
     model = instantiate(run_cfg.model, _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(
+        ckpt_path, model, checkpoint, run_cfg, "Leave out the overrides that change the model's shape."
+    )
     check_trainer(cfg.trainer, model.automatic_optimization)
     image_metrics = build_image_metrics(
         run_cfg,
@@ -329,9 +339,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 def sample(cfg: DictConfig) -> Path:
     """Writes samples of a checkpoint's model to the run dir: images (grid + files) or text."""
     check_sample_config(cfg)
-    _, checkpoint, run_cfg = load_run(cfg.ckpt_path)
+    ckpt_path, checkpoint, run_cfg = load_run(cfg.ckpt_path)
     model = instantiate(run_cfg.model, _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(ckpt_path, model, checkpoint, run_cfg, STALE_NETWORK)
     device = (
         "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
     )

@@ -19,6 +19,9 @@ class GenlabDataModule(pl.LightningDataModule):
     modality: ClassVar[str] = "image"
     #: Names of the classes, by label, when the data yields (example, label) pairs; else None.
     class_names: list[str] | None = None
+    #: What :meth:`state_dict` keeps of the data that the model depends on (e.g. "text tokenizer"): a run
+    #: resumed on another datamodule class takes that state over only where both declare the same kind.
+    state_kind: ClassVar[str | None] = None
 
     @property
     def has_test_split(self) -> bool:

@@ -362,6 +362,8 @@ class TokenizedDataModule(GenlabDataModule):
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer else {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Takes the run's tokenizer: Lightning restores it on resuming, and the pipeline before any text is
+        encoded, so that a resumed run reads its text (another one included) with the model's vocabulary."""
         if "tokenizer" in state:
             self.tokenizer = tokenizer_from_json(state["tokenizer"])
 
@@ -377,6 +379,7 @@ class TextDataModule(TokenizedDataModule):
 
     name = "text"
     references = False  # held-out continuations, not references: eval.py reports no BLEU on them
+    state_kind = "text tokenizer"
 
     def __init__(
         self,
@@ -406,6 +409,16 @@ class TextDataModule(TokenizedDataModule):
 
     def load_text(self) -> str:
         raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        restored = self.tokenizer.kind if self.tokenizer else None
+        if restored and (restored == "char") != (self.tokenizer_kind == "char"):
+            raise ConfigError(
+                f"data.tokenizer={self.tokenizer_kind}: the checkpoint's model reads a {restored} vocabulary of "
+                f"{self.tokenizer.vocab_size} tokens, which a resumed run keeps: resume with "
+                f"data.tokenizer={restored}, or start a new run (without ckpt_path) to learn another vocabulary."
+            )
 
     @property
     def has_test_split(self) -> bool:
@@ -763,6 +776,7 @@ class ParallelDataModule(TokenizedDataModule):
 
     name = "parallel"
     references = True  # targets are reference translations: BLEU of decodes is meaningful
+    state_kind = "parallel tokenizer"  # with <pad> <sep> <eos>
     collate_fn = staticmethod(trim_padding)
     SPECIALS = ("<pad>", "<sep>", "<eos>")
     END_OF_TEXT = (
