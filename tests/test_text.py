@@ -14,7 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from genlab.checkpoints import load_checkpoint
+from genlab.checkpoints import CONFIG_KEY, load_checkpoint, restore_data_state
 from genlab.data.text import (
     BPETokenizer,
     CharTokenizer,
@@ -650,3 +650,23 @@ def test_sample_script_generates_text_from_checkpoint(tmp_path):
     run_script("sample.py", args, tmp_path)
     texts = (out / "samples.txt").read_text().split("\n\n")
     assert len(texts) >= 3 and all(t.startswith("The") for t in texts[:3])
+
+
+def test_a_resumed_run_takes_its_tokenizer_over_only_into_data_of_the_same_kind(tmp_path):
+    """What a checkpoint keeps of its data (the tokenizer) reaches a datamodule of another class that declares
+    the same kind of state (text_file -> text_docs), before any text is read; one of another kind is refused."""
+    book = tmp_path / "book.txt"
+    book.write_text("A small book of plain words.\n" * 50)
+    trained = TextFileDataModule(path=str(book), block_size=8, batch_size=2)
+    trained.setup()
+    checkpoint = {  # the two entries Lightning and genlab store in every checkpoint
+        CONFIG_KEY: {"data": {"_target_": "genlab.data.text.TextFileDataModule"}},
+        "TextFileDataModule": trained.state_dict(),
+    }
+    docs = TextDocsDataModule(block_size=8, batch_size=2)
+    restore_data_state("run.ckpt", docs, checkpoint)
+    assert docs.tokenizer.to_json() == trained.tokenizer.to_json()
+    with pytest.raises(
+        ConfigError, match="trained on data=text_file, whose text tokenizer the model is built on"
+    ):
+        restore_data_state("run.ckpt", ParallelDataModule(root=str(tmp_path)), checkpoint)
