@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from genlab.cli import quoted_overrides
+from genlab.data.images import ImageFolderDataModule
 from genlab.diffusion import Guided, drop_labels
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, DataError
 from genlab.nets.dcgan import Discriminator, Generator
 from genlab.nets.unet import UNet
 from genlab.pipeline import sample, train
@@ -215,3 +216,20 @@ def test_samples_of_named_classes_by_name_or_index(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=needle):
             sample(sample_cfg(tmp_path / "run", tmp_path / f"bad{label}", [f"labels=[{label}]"], solver=()))
+    # trained on with a folder of some of its classes: labelled by name, as the model learned them
+    (tmp_path / "more" / "été").mkdir(parents=True)
+    for j in range(8):
+        Image.new("RGB", (12, 12), (200, 30 * j, 10)).save(tmp_path / "more" / "été" / f"{j}.png")
+    more = [*data[:1], f"data.root={tmp_path / 'more'}", *data[2:], f"ckpt_path={tmp_path / 'run'}"]
+    train(compose_train([*quick_run("vae+labels"), *more, "trainer.max_epochs=3"], tmp_path / "more_run"))
+    resumed = torch.load(tmp_path / "more_run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["ImageFolderDataModule"]["class_names"] == ["cat", "été"]
+    folder = ImageFolderDataModule(root=str(tmp_path / "more"), resolution=32, labels=True)
+    folder.load_state_dict(resumed["ImageFolderDataModule"])
+    assert {int(label) for _, label in folder.dataset("train")} == {1}, "été is the model's class 1"
+    (tmp_path / "more" / "cow").mkdir()
+    Image.new("RGB", (12, 12)).save(tmp_path / "more" / "cow" / "0.png")
+    folder = ImageFolderDataModule(root=str(tmp_path / "more"), resolution=32, labels=True)
+    folder.load_state_dict(resumed["ImageFolderDataModule"])
+    with pytest.raises(DataError, match=r"class folders that the checkpoint's model was not trained on: cow"):
+        folder.setup()

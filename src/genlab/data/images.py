@@ -167,6 +167,7 @@ class ImageDataModule(GenlabDataModule):
 
     name = "images"
     modality = "image"
+    state_kind = "class names"  # of labelled data: the model's labels
     default_workers = 0  # in-memory tensors: worker processes only add overhead
     official_test = False  # a test set ships with the dataset (test_fraction does not apply)
 
@@ -207,6 +208,7 @@ class ImageDataModule(GenlabDataModule):
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.labels, self.binarize = labels, binarize
         self.class_names: list[str] | None = None  # set by load_splits when labels are read
+        self.run_class_names: list[str] | None = None  # a resumed labelled run's (load_state_dict)
         self.num_workers = self.default_workers if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
@@ -249,6 +251,12 @@ class ImageDataModule(GenlabDataModule):
         """The class names of labelled data, kept in checkpoints: ``sample.py labels=[<name>]`` reads them."""
         return {"class_names": list(self.class_names)} if self.labels and self.class_names else {}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Takes a labelled run's class names before any image is read (Lightning restores them on resuming,
+        the pipeline first): a run resumed on other files labels them as the model learned, by name."""
+        if self.labels and state.get("class_names"):
+            self.run_class_names = list(state["class_names"])
+
     def _unlabelled(self, why: str) -> ConfigError:
         return ConfigError(
             f"data={self.name} has no labels ({why}): set data.labels=false, or use labelled data."
@@ -265,6 +273,12 @@ class ImageDataModule(GenlabDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             train, val, test = self.load_splits()
+            if self.run_class_names and self.class_names != self.run_class_names:
+                raise DataError(
+                    f"data={self.name} has the classes {self.class_names}, but the checkpoint's model was trained "
+                    f"on {self.run_class_names}: resume on data of those classes, or start a new run without "
+                    "ckpt_path."
+                )
             if self.binarize:
                 train, val = Binarized(train), Binarized(val, self.seed)
                 test = test and Binarized(test, self.seed)
@@ -616,7 +630,14 @@ class ImageFolderDataModule(ImageDataModule):
                 raise self._unlabelled(
                     f"{outside} image{' lies' if outside == 1 else 's lie'} in {folder} itself, not in a class subfolder"
                 )
-            self.class_names = sorted({top[0] for top in tops})
+            found = sorted({top[0] for top in tops})
+            self.class_names = self.run_class_names or found  # a resumed run's labels, by name
+            if unknown := [name for name in found if name not in self.class_names]:
+                raise DataError(
+                    f"{folder} has class folders that the checkpoint's model was not trained on: "
+                    f"{', '.join(unknown)} (its classes: {', '.join(self.class_names)}); leave them out, or "
+                    "start a new run without ckpt_path."
+                )
             index = {name: i for i, name in enumerate(self.class_names)}
             labels = [index[top[0]] for top in tops]
         return self._carve(self.image_files(files, labels))
