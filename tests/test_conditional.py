@@ -16,7 +16,7 @@ from genlab.diffusion import Guided, drop_labels
 from genlab.errors import ConfigError, DataError
 from genlab.nets.dcgan import Discriminator, Generator
 from genlab.nets.unet import UNet
-from genlab.pipeline import sample, train
+from genlab.pipeline import evaluate, sample, train
 from tests.conftest import compose_train, quick_run, run_script
 from tests.wandb_reader import read_run
 
@@ -227,6 +227,9 @@ def test_samples_of_named_classes_by_name_or_index(tmp_path):
     folder = ImageFolderDataModule(root=str(tmp_path / "more"), resolution=32, labels=True)
     folder.load_state_dict(resumed["ImageFolderDataModule"])
     assert {int(label) for _, label in folder.dataset("train")} == {1}, "été is the model's class 1"
+    out = tmp_path / "eval_more"  # evaluated on that folder: the same labels
+    evaluate(compose_train([f"ckpt_path={tmp_path / 'run'}", f"data_root={tmp_path / 'more'}"], out, "eval"))
+    assert json.loads((out / "metrics.json").read_text())["val/nelbo"] > 0
     (tmp_path / "more" / "cow").mkdir()
     Image.new("RGB", (12, 12)).save(tmp_path / "more" / "cow" / "0.png")
     folder = ImageFolderDataModule(root=str(tmp_path / "more"), resolution=32, labels=True)

@@ -285,10 +285,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(run_cfg.data, _convert_="all")
-    if isinstance(datamodule, TokenizedDataModule):
-        datamodule.tokenizer = datamodule.tokenizer_from_checkpoint(checkpoint)  # the one the model learned
-        if datamodule.references and not run_cfg.model.get("bleu_samples"):
-            run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
+    restore_data_state(ckpt_path, datamodule, checkpoint)  # the model's tokenizer or class names
+    references = isinstance(datamodule, TokenizedDataModule) and datamodule.references
+    if references and not run_cfg.model.get("bleu_samples"):
+        run_cfg.model.bleu_samples = -1  # BLEU of the whole split evaluated
     model = instantiate(run_cfg.model, _convert_="all")
     load_weights(
         ckpt_path, model, checkpoint, run_cfg, "Leave out the overrides that change the model's shape."
