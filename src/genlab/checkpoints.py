@@ -89,11 +89,12 @@ def check_resumable(path: str, cfg) -> dict[str, Any]:
     return checkpoint
 
 
-def restore_data_state(path: str, datamodule, checkpoint: dict[str, Any]) -> None:
-    """Gives ``datamodule`` what the checkpoint's run kept of its data for the model (its tokenizer: the
-    declared ``state_kind``) before any data is read, so that a resumed run reads its data, other files
-    included, as the model learned to. The state is the one of the run's datamodule class; another class takes
-    it over where it declares the same kind, and is refused where the run kept state it cannot take."""
+def restore_data_state(path: str, datamodule: GenlabDataModule, checkpoint: dict[str, Any]) -> None:
+    """Gives ``datamodule`` what the checkpoint's run kept of its data for the model (its tokenizer, a
+    labelled run's class names: the declared ``state_kind``) before any data is read, so that a resumed or
+    evaluated run reads its data, other files included, as the model learned to. The state is the one of the
+    run's datamodule class; another class takes it over where it declares the same kind, and is refused where
+    the run kept state it cannot take."""
     kind = type(datamodule).state_kind
     stored = ((checkpoint.get(CONFIG_KEY) or {}).get("data") or {}).get("_target_")
     try:
@@ -199,8 +200,9 @@ def check_same_run(path: str, cfg, checkpoint: dict[str, Any], typed: list[str])
 def check_weights_fit(
     path: str, model: torch.nn.Module, checkpoint: dict[str, Any], config: DictConfig, fix: str
 ) -> None:
-    """The checkpoint's weights load strictly into ``model`` (the model built from ``config``), or one line says which tensors differ, which settings of ``config`` differ from the
-    run's, and ``fix``. Only shapes are compared: a memory-mapped checkpoint is not read."""
+    """The checkpoint's weights load strictly into ``model`` (the model built from ``config``), or one line
+    says which tensors differ, which settings of ``config`` differ from the run's, and ``fix``. Only shapes
+    are compared: a memory-mapped checkpoint is not read."""
     stored, ours = checkpoint.get("state_dict") or {}, model.state_dict()
     problems = [
         f"{k} is {tuple(stored[k].shape)} in the checkpoint, {tuple(v.shape)} here"

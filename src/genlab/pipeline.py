@@ -89,7 +89,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if checkpoint is not None:
         if typed is not None:
             check_same_run(ckpt_path, cfg, checkpoint, typed)
-        restore_data_state(ckpt_path, datamodule, checkpoint)  # the model's tokenizer, before text is read
+        restore_data_state(ckpt_path, datamodule, checkpoint)  # tokenizer or class names, before data is read
     if cfg.get("test"):
         check_test_split(datamodule)
     fill_model_inputs(cfg, datamodule)
@@ -98,7 +98,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_trainer(cfg.trainer, model.automatic_optimization)
     organise_wandb_runs(cfg)
     if checkpoint is not None:
-        fix = "Resume with the run's values of the settings that shape the model, or start a new run without ckpt_path."
+        fix = "Resume with the run's values of the settings that shape the model, or start a new run."
         check_weights_fit(ckpt_path, model, checkpoint, cfg, fix)
         continue_logged_run(cfg, checkpoint)
 
