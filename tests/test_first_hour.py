@@ -217,6 +217,21 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         )
 
 
+def test_a_run_stopped_between_validations_keeps_its_weights(tmp_path):
+    """The README's Tiny Shakespeare experiment validates every 250 steps: stopped by trainer.max_steps before
+    the first, its last.ckpt holds the final step (the checkpoint callbacks, which save after validations,
+    wrote nothing), the log says so, and sample.py reads it."""
+    book = write_book(tmp_path / "input.txt")
+    run = tmp_path / "run"
+    args = ["experiment=gpt_shakespeare_char_cpu", f"data.path={book}", *TINY["gpt"], "trainer.max_steps=3"]
+    proc = run_script("train.py", [*args, "callbacks.progress_bar=null", f"hydra.run.dir={run}"], tmp_path)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert f"{run / 'checkpoints' / 'last.ckpt'} holds the final weights" in proc.stdout + proc.stderr
+    sample = ["num_samples=1", "max_new_tokens=4", f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 's'}"]
+    run_script("sample.py", sample, tmp_path)
+    assert (tmp_path / "s" / "samples.txt").read_text()
+
+
 # ---- 4. errors meant for users: one line, no traceback ----
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory) -> Path:

@@ -11,13 +11,19 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
-from genlab.callbacks.resilience import AtomicCheckpointIO, OptimizerSettings, Preemption, RNGState
+from genlab.callbacks.resilience import (
+    AtomicCheckpointIO,
+    EpochEndCheckpoint,
+    OptimizerSettings,
+    Preemption,
+    RNGState,
+)
 from genlab.callbacks.run_config import StoreConfig
 from genlab.callbacks.validation import ValidateAcrossEpochs
 from genlab.checkpoints import (
@@ -114,6 +120,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         OptimizerSettings(),
         Preemption(output_dir / "checkpoints"),
     ]
+    if any(isinstance(c, ModelCheckpoint) for c in callbacks):  # checkpointing is on
+        callbacks += [EpochEndCheckpoint(output_dir / "checkpoints")]
     callbacks += [ValidateAcrossEpochs()]
     callbacks += [WandbRunId()]
     callbacks += extra_callbacks or []
@@ -143,7 +151,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
                 report_unvalidated(trainer)
             metrics = scalar_metrics(trainer.callback_metrics)
             if cfg.get("test"):  # test/ metrics of the best checkpoint (the last weights without one)
-                best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+                best = next((c.best_model_path for c in model_checkpoints(trainer)), None)
                 trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
                 metrics.update(scalar_metrics(trainer.callback_metrics))
     finally:
@@ -153,13 +161,21 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
 
 @rank_zero_only
+def model_checkpoints(trainer: pl.Trainer) -> list[ModelCheckpoint]:
+    """The run's ModelCheckpoint callbacks, in order (the configured ones: best by metric, then last)."""
+    return [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+
+
 def report_unvalidated(trainer: pl.Trainer) -> None:
     """One line where training ended before any validation gave the best checkpoint its metric."""
-    unscored = [c for c in trainer.checkpoint_callbacks if c.monitor and not c.best_model_path]
+    unscored = [c for c in model_checkpoints(trainer) if c.monitor and not c.best_model_path]
     if not unscored or trainer.interrupted:
         return
-    kept = [c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor and c.best_model_path]
-    kept += [c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path]
+    kept = [c.best_model_path for c in model_checkpoints(trainer) if not c.monitor and c.best_model_path]
+    kept += [c.last_model_path for c in model_checkpoints(trainer) if c.last_model_path]
+    kept += [
+        c.written for c in trainer.checkpoint_callbacks if isinstance(c, EpochEndCheckpoint) and c.written
+    ]
     where = f"; {kept[0]} holds the final weights" if kept else ""
     log.info(
         "No best checkpoint by %s: training stopped at step %d before a validation computed it%s.",

@@ -10,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -185,3 +186,26 @@ class Preemption(pl.Callback):
                 self.path,
                 self.path.parent.parent,
             )
+
+
+class EpochEndCheckpoint(Checkpoint):
+    """Writes ``last.ckpt`` at the end of a training epoch whose step no checkpoint holds. The checkpoint
+    callbacks save after validations, so a run whose ``trainer.max_steps`` or ``max_time`` ends it between
+    validations (e.g. before the first of ``val_check_interval=250``) kept nothing of its training; and an
+    epoch ending without validation (``check_val_every_n_epoch=2``) left ``last.ckpt`` an epoch behind. Lightning
+    ends the epoch when it stops at ``max_steps``; as a :class:`Checkpoint` this runs where Lightning runs its
+    checkpoint callbacks, after the module's epoch-end hook and after theirs (whose saves it sees). The
+    pipeline adds it beside configured ``ModelCheckpoint`` callbacks."""
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.saved_step = -1
+        self.written: Path | None = None  # where the last save of this callback went
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self.saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0 and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)
+            self.written = self.path
