@@ -19,7 +19,7 @@ from genlab.callbacks.distributed import RankSeed
 from genlab.callbacks.image_metrics import ImageMetrics
 from genlab.callbacks.resilience import (
     AtomicCheckpointIO,
-    EpochEndCheckpoint,
+    FinalCheckpoint,
     OptimizerSettings,
     Preemption,
     RNGState,
@@ -121,7 +121,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         Preemption(output_dir / "checkpoints"),
     ]
     if any(isinstance(c, ModelCheckpoint) for c in callbacks):  # checkpointing is on
-        callbacks += [EpochEndCheckpoint(output_dir / "checkpoints")]
+        callbacks += [FinalCheckpoint(output_dir / "checkpoints")]
     callbacks += [ValidateAcrossEpochs()]
     callbacks += [WandbRunId()]
     callbacks += extra_callbacks or []
@@ -173,9 +173,7 @@ def report_unvalidated(trainer: pl.Trainer) -> None:
         return
     kept = [c.best_model_path for c in model_checkpoints(trainer) if not c.monitor and c.best_model_path]
     kept += [c.last_model_path for c in model_checkpoints(trainer) if c.last_model_path]
-    kept += [
-        c.written for c in trainer.checkpoint_callbacks if isinstance(c, EpochEndCheckpoint) and c.written
-    ]
+    kept += [c.written for c in trainer.checkpoint_callbacks if isinstance(c, FinalCheckpoint) and c.written]
     where = f"; {kept[0]} holds the final weights" if kept else ""
     log.info(
         "No best checkpoint by %s: training stopped at step %d before a validation computed it%s.",

@@ -188,24 +188,32 @@ class Preemption(pl.Callback):
             )
 
 
-class EpochEndCheckpoint(Checkpoint):
-    """Writes ``last.ckpt`` at the end of a training epoch whose step no checkpoint holds. The checkpoint
-    callbacks save after validations, so a run whose ``trainer.max_steps`` or ``max_time`` ends it between
-    validations (e.g. before the first of ``val_check_interval=250``) kept nothing of its training; and an
-    epoch ending without validation (``check_val_every_n_epoch=2``) left ``last.ckpt`` an epoch behind. Lightning
-    ends the epoch when it stops at ``max_steps``; as a :class:`Checkpoint` this runs where Lightning runs its
-    checkpoint callbacks, after the module's epoch-end hook and after theirs (whose saves it sees). The
-    pipeline adds it beside configured ``ModelCheckpoint`` callbacks."""
+class FinalCheckpoint(Checkpoint):
+    """Writes ``last.ckpt`` where training ends at a step that no checkpoint holds. The checkpoint callbacks
+    save after validations, so a run that ``trainer.max_steps``, ``max_epochs`` or ``max_time`` ends between
+    validations (e.g. before the first of ``val_check_interval=250``) kept nothing of its training. Lightning
+    ends the epoch when it stops, and as a :class:`Checkpoint` this runs at that epoch's end where Lightning runs
+    its checkpoint callbacks: after the module's hook and after theirs, whose saves it sees. The pipeline adds
+    it beside configured ``ModelCheckpoint`` callbacks."""
 
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / "last.ckpt"
         self.saved_step = -1
-        self.written: Path | None = None  # where the last save of this callback went
+        self.written: Path | None = None  # the checkpoint this wrote, if it did
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self.saved_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.global_step > 0 and self.saved_step != trainer.global_step and not trainer.fast_dev_run:
+        unsaved = trainer.global_step > 0 and self.saved_step != trainer.global_step
+        if unsaved and ends_fit(trainer) and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path)
             self.written = self.path
+
+
+def ends_fit(trainer: pl.Trainer) -> bool:
+    """Whether the training epoch ending now is the run's last: ``max_steps`` or ``max_epochs`` reached, or a
+    stop asked for (``max_time``, early stopping)."""
+    steps = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
+    epochs = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return steps or epochs or trainer.should_stop
