@@ -160,12 +160,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     return metrics
 
 
-@rank_zero_only
 def model_checkpoints(trainer: pl.Trainer) -> list[ModelCheckpoint]:
     """The run's ModelCheckpoint callbacks, in order (the configured ones: best by metric, then last)."""
     return [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
 
 
+@rank_zero_only
 def report_unvalidated(trainer: pl.Trainer) -> None:
     """One line where training ended before any validation gave the best checkpoint its metric."""
     unscored = [c for c in model_checkpoints(trainer) if c.monitor and not c.best_model_path]
