@@ -190,7 +190,7 @@ def test_any_utf8_text_trains_and_samples(tokenizer, tmp_path):
         assert decays == [0.05, 0.0], "the setting typed now, not the checkpoint's 0.1"
         # trained on with another text: read with the model's vocabulary, not one learned from that text
         sequel = tmp_path / "sequel.txt"
-        sequel.write_text("The calm sea was grey. We sailed on.\n" * 60)  # 18 of the book's characters
+        sequel.write_text("The calm sea was grey. We sailed on.\n" * 60)  # 20 of the book's 43 characters
         on = [f"ckpt_path={run}", "trainer.max_epochs=3", f"data.path={sequel}"]
         run_script("train.py", [*on, f"hydra.run.dir={tmp_path / 'sequel'}"], tmp_path)
         assert (tmp_path / "sequel" / "tokenizer.json").read_text() == (run / "tokenizer.json").read_text()
