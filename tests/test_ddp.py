@@ -150,9 +150,10 @@ def test_family_ranks_stay_in_sync(family, tmp_path, fid_weights):
 
 
 def test_a_split_smaller_than_a_batch_per_process_still_trains(tmp_path):
-    """27 training images, batch 20, 2 processes: 14 each. The loader kept a partial batch only when the whole
+    """24 training images, batch 20, 2 processes: 12 each. The loader kept a partial batch only when the whole
     split was smaller than a batch, so each process had none and the run ended at once ("No training batches",
-    exit 0); the sample-accuracy classifier (batches of 128) looped forever on fewer than 128 images."""
+    exit 0); the sample-accuracy classifier (batches of 128) looped forever on fewer than 128 images. The test
+    stage (test=true) runs on both processes too, from the best checkpoint each of them finds."""
     write_image_folder(tmp_path / "images", per_folder=15)
     args = [
         "model=vae",
@@ -163,12 +164,15 @@ def test_a_split_smaller_than_a_batch_per_process_still_trains(tmp_path):
         "data.resolution=16",
         "data.batch_size=20",
         "data.labels=true",
+        "data.test_fraction=0.1",
         "trainer.max_epochs=1",
+        "test=true",
     ]
     record = ddp_train(args, tmp_path / "run")
     assert record["global_step"] == 1, "one (partial) batch per process"
     assert_ranks_in_sync(record)
-    assert 0 <= json.loads((tmp_path / "run" / "metrics.json").read_text())["val/sample_accuracy"] <= 1
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= final["val/sample_accuracy"] <= 1 and final["test/nelbo"] > 0
 
 
 # ---- GPT: translation on a parallel corpus, BLEU and perplexity ----
